@@ -1,0 +1,90 @@
+"""Argument checks shared by the package.
+
+Every check raises ``ValueError`` with a message that names the argument and
+says what is allowed, so that a learner never has to read a deep torch error.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+PADDINGS = ("zeros", "mask")
+
+
+def check_positive_int(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def check_kernel_size(kernel_size) -> None:
+    if (
+        isinstance(kernel_size, bool)
+        or not isinstance(kernel_size, numbers.Integral)
+        or kernel_size < 1
+        or kernel_size % 2 == 0
+    ):
+        raise ValueError(
+            f"kernel_size must be an odd int >= 1 (1, 3, 5, 7, ...), so that the window "
+            f"is centred on its query; got {kernel_size!r}"
+        )
+
+
+def check_dilation(dilation, name: str = "dilation") -> None:
+    if isinstance(dilation, bool) or not isinstance(dilation, numbers.Integral) or dilation < 1:
+        raise ValueError(f"{name} must be an int >= 1 (1 = no dilation), got {dilation!r}")
+
+
+def check_padding(padding) -> None:
+    if padding not in PADDINGS:
+        raise ValueError(
+            f"padding must be one of {PADDINGS}: 'zeros' is the paper's zero padding "
+            f"(padded keys take softmax mass), 'mask' leaves them out; got {padding!r}"
+        )
+
+
+def check_scale(scale) -> None:
+    if scale is None:
+        return
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
+        raise ValueError(f"scale must be None (head_dim ** -0.5) or a finite number, got {scale!r}")
+
+
+def check_qkv(q, k, v) -> None:
+    """q, k, v: tensors of one shape (B, heads, H, W, head_dim), dtype and device."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 5:
+            raise ValueError(
+                f"{name} must have 5 dimensions (B, heads, H, W, head_dim), "
+                f"got {t.dim()} with shape {tuple(t.shape)}"
+            )
+        if t.dtype not in FLOAT_DTYPES:
+            allowed = ", ".join(str(d).replace("torch.", "") for d in FLOAT_DTYPES)
+            raise ValueError(
+                f"{name} must be a floating tensor ({allowed}), got dtype {t.dtype}"
+            )
+        if t.numel() == 0:
+            raise ValueError(
+                f"{name} has a zero-sized dimension, shape {tuple(t.shape)}: "
+                "every dimension of (B, heads, H, W, head_dim) must be >= 1"
+            )
+    for name, t in (("k", k), ("v", v)):
+        if t.shape != q.shape:
+            raise ValueError(
+                f"q, k and v must have the same shape: q is {tuple(q.shape)}, "
+                f"{name} is {tuple(t.shape)}"
+            )
+        if t.dtype != q.dtype:
+            raise ValueError(
+                f"q, k and v must have the same dtype: q is {q.dtype}, {name} is {t.dtype}"
+            )
+        if t.device != q.device:
+            raise ValueError(
+                f"q, k and v must be on the same device: q is on {q.device}, "
+                f"{name} is on {t.device}"
+            )
