@@ -28,31 +28,39 @@ class TracedTensor:
     dtype: torch.dtype
     nbytes: int
     note: str = ""
+    tensor: torch.Tensor | None = None
+    """A detached copy of the tensor, kept only under ``trace_tensors(keep=True)``."""
 
 
-_active: list[list[TracedTensor]] = []
+_active: list[tuple[list[TracedTensor], bool]] = []
 
 
 def record(name: str, tensor: torch.Tensor, note: str = "") -> torch.Tensor:
     """Store ``tensor``'s shape under ``name`` if a trace is active; return the tensor unchanged."""
     if _active:
-        _active[-1].append(
+        steps, keep = _active[-1]
+        steps.append(
             TracedTensor(
                 name,
                 tuple(tensor.shape),
                 tensor.dtype,
                 tensor.numel() * tensor.element_size(),
                 note,
+                tensor.detach().clone() if keep else None,
             )
         )
     return tensor
 
 
 @contextlib.contextmanager
-def trace_tensors():
-    """Collect every ``record`` call made inside the block, in order."""
+def trace_tensors(keep: bool = False):
+    """Collect every ``record`` call made inside the block, in order.
+
+    With ``keep=True`` each entry also holds a detached copy of its tensor
+    (for figures that show values, e.g. attention weights).
+    """
     steps: list[TracedTensor] = []
-    _active.append(steps)
+    _active.append((steps, keep))
     try:
         yield steps
     finally:
