@@ -1,0 +1,190 @@
+"""swda: every implementation against the independent dense reference."""
+
+import pytest
+import torch
+
+from dilate_lab import NAIVE_MAX_STEPS, SWDA_IMPLS, swda
+from reference import border_fraction, dense_swda
+
+ALL_IMPLS = list(SWDA_IMPLS) + ["auto"]
+# (H, W): square, non-square, smaller than every window, and one the window wraps in one direction
+MAPS = [(7, 7), (5, 9), (1, 1), (2, 5)]
+
+
+def make_qkv(shape, dtype=torch.float64, seed=0, requires_grad=False):
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        torch.randn(shape, generator=gen, dtype=dtype).requires_grad_(requires_grad)
+        for _ in range(3)
+    ]
+
+
+def grads_of(fn, q, k, v, weight):
+    """Output of fn and the gradients of sum(out * weight) w.r.t. q, k, v."""
+    q, k, v = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
+    out = fn(q, k, v)
+    (out * weight).sum().backward()
+    return out.detach(), q.grad, k.grad, v.grad
+
+
+@pytest.mark.parametrize("padding", ["zeros", "mask"])
+@pytest.mark.parametrize("kernel_size", [3, 5, 7])
+@pytest.mark.parametrize("impl", ALL_IMPLS)
+def test_matches_dense_reference(impl, kernel_size, padding):
+    """Outputs and gradients for dilations 1-4 on square, non-square and tiny maps, B, heads > 1."""
+    for dilation in (1, 2, 3, 4):
+        for H, W in MAPS:
+            shape = (2, 3, H, W, 4)
+            q, k, v = make_qkv(shape, seed=H * 100 + W * 10 + dilation)
+            weight = torch.randn(shape, generator=torch.Generator().manual_seed(1), dtype=q.dtype)
+            expected = grads_of(
+                lambda a, b, c: dense_swda(a, b, c, kernel_size, dilation, padding), q, k, v, weight
+            )
+            got = grads_of(
+                lambda a, b, c: swda(a, b, c, kernel_size, dilation, padding=padding, impl=impl),
+                q, k, v, weight,
+            )
+            for name, e, g in zip(("out", "dq", "dk", "dv"), expected, got):
+                torch.testing.assert_close(
+                    g, e, rtol=1e-10, atol=1e-10,
+                    msg=lambda m: f"{impl} k={kernel_size} r={dilation} {H}x{W} {padding} {name}: {m}",
+                )
+
+
+@pytest.mark.parametrize("impl", ALL_IMPLS)
+def test_custom_scale(impl):
+    q, k, v = make_qkv((1, 2, 5, 6, 3))
+    torch.testing.assert_close(
+        swda(q, k, v, 3, 2, scale=0.7, impl=impl), dense_swda(q, k, v, 3, 2, scale=0.7)
+    )
+
+
+@pytest.mark.parametrize("padding", ["zeros", "mask"])
+@pytest.mark.parametrize("impl", SWDA_IMPLS)
+def test_gradcheck(impl, padding):
+    q, k, v = make_qkv((1, 2, 4, 5, 3), requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: swda(a, b, c, 3, 2, padding=padding, impl=impl), (q, k, v)
+    )
+
+
+@pytest.mark.parametrize("impl", ALL_IMPLS)
+def test_border_fact_of_zero_padding(impl):
+    """q = k = 0 makes every logit 0, so the output is the share of the window on the map."""
+    q = torch.zeros(1, 1, 8, 8, 2)
+    v = torch.ones(1, 1, 8, 8, 2)
+    out = swda(q, q, v, kernel_size=3, dilation=3, impl=impl)[0, 0, :, :, 0]
+    for corner in [(0, 0), (0, 7), (7, 0), (7, 7), (2, 2)]:
+        assert out[corner].item() == pytest.approx(4 / 9)
+    for edge in [(0, 3), (4, 0), (7, 4), (3, 7)]:
+        assert out[edge].item() == pytest.approx(6 / 9)
+    for inside in [(3, 3), (3, 4), (4, 3), (4, 4)]:
+        assert out[inside].item() == pytest.approx(1.0)
+    expected = torch.tensor(
+        [[border_fraction(8, 8, 3, 3, i, j) for j in range(8)] for i in range(8)]
+    )
+    torch.testing.assert_close(out, expected)
+    masked = swda(q, q, v, kernel_size=3, dilation=3, padding="mask", impl=impl)
+    torch.testing.assert_close(masked, torch.ones_like(masked))
+
+
+# float16 carries ~3 significant digits, bfloat16 ~2; inputs are N(0, 1), head_dim 8.
+# Stated tolerances (absolute, on outputs of magnitude <= ~3): float16 5e-3, bfloat16 4e-2.
+LOW_PRECISION = [(torch.float16, 5e-3), (torch.bfloat16, 4e-2)]
+
+
+@pytest.mark.parametrize("dtype,atol", LOW_PRECISION)
+@pytest.mark.parametrize("impl", ALL_IMPLS)
+def test_half_precision_agrees_with_float32(impl, dtype, atol):
+    q, k, v = make_qkv((2, 2, 6, 7, 8), dtype=torch.float32)
+    full = swda(q, k, v, 3, 2, impl=impl)
+    low = swda(q.to(dtype), k.to(dtype), v.to(dtype), 3, 2, impl=impl)
+    assert low.dtype == dtype
+    torch.testing.assert_close(low.float(), full, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("dtype,atol", LOW_PRECISION)
+@pytest.mark.parametrize("impl", SWDA_IMPLS)
+def test_half_precision_gradients_flow(impl, dtype, atol):
+    q, k, v = make_qkv((1, 2, 5, 5, 8), dtype=torch.float32)
+    _, *full = grads_of(lambda a, b, c: swda(a, b, c, 3, 1, impl=impl), q, k, v, 1.0)
+    _, *low = grads_of(
+        lambda a, b, c: swda(a, b, c, 3, 1, impl=impl), q.to(dtype), k.to(dtype), v.to(dtype), 1.0
+    )
+    for g_full, g_low in zip(full, low):
+        assert g_low.dtype == dtype
+        torch.testing.assert_close(g_low.float(), g_full, rtol=0, atol=4 * atol)
+
+
+@pytest.mark.parametrize("impl", ALL_IMPLS)
+def test_keeps_shape_dtype_and_inputs(impl):
+    q, k, v = make_qkv((2, 3, 4, 6, 5), dtype=torch.float32)
+    before = [t.clone() for t in (q, k, v)]
+    out = swda(q, k, v, 3, 1, impl=impl)
+    assert out.shape == q.shape and out.dtype == q.dtype and out.device == q.device
+    for t, b in zip((q, k, v), before):
+        assert torch.equal(t, b), "swda modified its input"
+
+
+def test_impl_list_names_the_three_teaching_forms():
+    assert {"naive", "unfold", "shift"} <= set(SWDA_IMPLS)
+    assert "auto" not in SWDA_IMPLS
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("padding", ["zeros", "mask"])
+@pytest.mark.parametrize("impl", [i for i in ALL_IMPLS if i != "naive"])
+def test_cuda_matches_cpu(impl, padding):
+    q, k, v = make_qkv((2, 2, 9, 11, 16), dtype=torch.float32)
+    expected = dense_swda(q.double(), k.double(), v.double(), 3, 2, padding).float()
+    got = swda(q.cuda(), k.cuda(), v.cuda(), 3, 2, padding=padding, impl=impl)
+    assert got.is_cuda
+    torch.testing.assert_close(got.cpu(), expected, rtol=1e-4, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- bad input
+def good():
+    return make_qkv((1, 2, 4, 4, 3), dtype=torch.float32)
+
+
+BAD_CALLS = {
+    "rank": (lambda q, k, v: swda(q[0], k[0], v[0]), "q must have 5 dimensions"),
+    "not a tensor": (lambda q, k, v: swda(q.tolist(), k, v), "q must be a torch.Tensor"),
+    "shape": (lambda q, k, v: swda(q, k[:, :, :3], v), "same shape"),
+    "dtype": (lambda q, k, v: swda(q, k, v.double()), "same dtype"),
+    "int dtype": (lambda q, k, v: swda(q.long(), k.long(), v.long()), "q must be a floating"),
+    "bool dtype": (lambda q, k, v: swda(q > 0, k > 0, v > 0), "q must be a floating"),
+    "zero size": (lambda q, k, v: swda(q[:0], k[:0], v[:0]), "zero-sized"),
+    "even kernel": (lambda q, k, v: swda(q, k, v, kernel_size=4), "kernel_size must be an odd int"),
+    "zero kernel": (lambda q, k, v: swda(q, k, v, kernel_size=0), "kernel_size"),
+    "float kernel": (lambda q, k, v: swda(q, k, v, kernel_size=3.0), "kernel_size"),
+    "bool kernel": (lambda q, k, v: swda(q, k, v, kernel_size=True), "kernel_size"),
+    "zero dilation": (lambda q, k, v: swda(q, k, v, dilation=0), "dilation must be an int >= 1"),
+    "float dilation": (lambda q, k, v: swda(q, k, v, dilation=1.5), "dilation"),
+    "padding": (lambda q, k, v: swda(q, k, v, padding="reflect"), "padding must be one of"),
+    "impl": (lambda q, k, v: swda(q, k, v, impl="fastest"), "impl must be"),
+    "scale": (lambda q, k, v: swda(q, k, v, scale="big"), "scale must be"),
+    "nan scale": (lambda q, k, v: swda(q, k, v, scale=float("nan")), "scale must be"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CALLS)
+def test_bad_input_names_the_argument(case):
+    call, message = BAD_CALLS[case]
+    with pytest.raises(ValueError, match=message):
+        call(*good())
+
+
+def test_naive_refuses_large_maps_and_suggests_another():
+    side = int(NAIVE_MAX_STEPS**0.5) // 3 + 1  # side * side * 9 > NAIVE_MAX_STEPS
+    q = torch.zeros(1, 1, side, side, 2)
+    with pytest.raises(ValueError, match="impl='naive'.*'unfold'"):
+        swda(q, q, q, 3, 1, impl="naive")
+    swda(q, q, q, 3, 1, impl="unfold")  # the suggested alternative works
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_device_mismatch():
+    q, k, v = good()
+    with pytest.raises(ValueError, match="same device"):
+        swda(q, k.cuda(), v)
