@@ -13,7 +13,18 @@ from .geometry import (
     window_offsets,
     window_span,
 )
-from .swda import NAIVE_MAX_STEPS, SWDA_IMPLS, swda
+from .flops import PAPER_GFLOPS, FlopCount, count_flops, format_flops_table
+from .models import (
+    DilateBlock,
+    DilateFormer,
+    GlobalAttention,
+    GlobalBlock,
+    dilateformer_base,
+    dilateformer_small,
+    dilateformer_tiny,
+)
+from .msda import MultiDilateAttention
+from .swda import NAIVE_MAX_STEPS, SWDA_IMPLS, available_impls, swda
 from .tracing import TracedTensor, record, trace_tensors
 
 __version__ = "0.1.0"

@@ -1,0 +1,214 @@
+"""Multi-Scale Dilated Attention (MSDA), DilateFormer eq. (4)-(5), as an nn.Module.
+
+The channels are split into ``len(dilation)`` contiguous groups, each a set of
+heads; group i runs sliding window dilated attention (``swda``) with dilation
+``dilation[i]``, so that one layer sees 3x3, 5x5 and 7x7 spans at once
+(for the default (1, 2, 3)). The groups' outputs are concatenated and mixed by
+a Linear projection.
+
+The parameters are named as in the official DilateFormer code (``qkv``, a 1x1
+Conv2d to 3*dim, and ``proj``, a Linear), so its checkpoints load key for key.
+Unlike the circulating versions, this one never writes into a tensor autograd
+saved, never detaches q, k or v, and gives every group its own dilation.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+from ._checks import (
+    check_dilation,
+    check_kernel_size,
+    check_padding,
+    check_positive_int,
+    check_scale,
+)
+from .geometry import inside_mask
+from .swda import SWDA_IMPLS, _shifted_views, swda
+from .tracing import record
+
+__all__ = ["MultiDilateAttention", "check_dilations", "check_probability"]
+
+
+def check_probability(value, name: str) -> None:
+    """A dropout rate: a real number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+
+
+def check_dilations(dilation, name: str = "dilation") -> tuple[int, ...]:
+    """A non-empty list/tuple of ints >= 1, one per group of heads; returned as a tuple."""
+    if isinstance(dilation, (str, bytes)) or not isinstance(dilation, Sequence):
+        raise ValueError(
+            f"{name} must be a non-empty list or tuple of ints >= 1, one dilation per group "
+            f"of heads, e.g. (1, 2, 3); for a single group write ({dilation!r},); got {dilation!r}"
+        )
+    if len(dilation) == 0:
+        raise ValueError(
+            f"{name} must name at least one dilation (one per group of heads), e.g. (1, 2, 3); "
+            "got an empty sequence"
+        )
+    for i, r in enumerate(dilation):
+        check_dilation(r, f"{name}[{i}]")
+    return tuple(int(r) for r in dilation)
+
+
+def check_impl(impl) -> None:
+    if impl != "auto" and impl not in SWDA_IMPLS:
+        raise ValueError(f"impl must be 'auto' or one of {SWDA_IMPLS}, got {impl!r}")
+
+
+def _swda_with_attention_dropout(q, k, v, kernel_size, dilation, padding, scale, dropout):
+    """SWDA with dropout applied to the attention weights, as the official code does.
+
+    ``swda`` never materialises droppable weights outside itself, so this path
+    computes them from shifted views of K and V (no k*k copy of K or V), drops
+    them, and forms the weighted sum. q, k, v: (B, heads, H, W, d) float tensors.
+    """
+    B, heads, H, W, d = q.shape
+    dtype = q.dtype
+    if dtype in (torch.float16, torch.bfloat16):  # computed in float32, like swda
+        q, k, v = q.float(), k.float(), v.float()
+    logits = torch.stack(
+        [((q * scale) * k_shift).sum(-1) for k_shift in _shifted_views(k, kernel_size, dilation)],
+        dim=-1,
+    )  # B, heads, H, W, k*k
+    if padding == "mask":
+        inside = inside_mask(H, W, kernel_size, dilation, device=q.device)  # H, W, k*k
+        logits = logits.masked_fill(~inside, float("-inf"))
+    attn = dropout(torch.softmax(logits, dim=-1))  # B, heads, H, W, k*k
+    record("attention weights", attn, "after attention dropout")
+    terms = [
+        attn[..., o : o + 1] * v_shift  # B, heads, H, W, d
+        for o, v_shift in enumerate(_shifted_views(v, kernel_size, dilation))
+    ]
+    return torch.stack(terms, dim=0).sum(dim=0).to(dtype)  # B, heads, H, W, d
+
+
+class MultiDilateAttention(nn.Module):
+    """Multi-scale dilated attention over a channels-last feature map.
+
+    Input and output: (B, H, W, C) with C = ``dim``.
+
+    Steps (and the names under which each is ``record``-ed for the shape tracer):
+
+    1. ``"input (B, H, W, C)"``: the input.
+    2. ``"qkv"``: a 1x1 convolution to 3*dim channels, (B, 3*C, H, W), ordered
+       [q | k | v], each split into ``len(dilation)`` contiguous channel groups.
+    3. For group i: ``"group i q (dilation r)"``, ``"group i k (dilation r)"``,
+       ``"group i v (dilation r)"``, each (B, heads/groups, H, W, head_dim), then
+       ``swda`` with that group's dilation gives ``"group i output (dilation r)"``
+       (B, H, W, C/groups). With ``impl="unfold"`` swda adds ``"unfolded K"``,
+       ``"unfolded V"`` and ``"attention weights"`` inside each group (the shift
+       implementation adds ``"attention weights"``).
+    4. ``"heads concatenated"``: the groups side by side, (B, H, W, C).
+    5. ``"output (after proj)"``: the Linear projection, (B, H, W, C).
+
+    Args:
+        dim: channels C.
+        num_heads: heads in total; a multiple of ``len(dilation)``, and must divide ``dim``.
+        kernel_size: odd window side k.
+        dilation: one dilation per group of heads, (1, 2, 3) in DilateFormer.
+        qkv_bias: bias in the qkv convolution (the DilateFormer models use True).
+        qk_scale: logit scale; ``head_dim ** -0.5`` when None.
+        attn_drop: dropout on the attention weights (training only). When > 0 a
+            shifted-window path that exposes the weights is used in training;
+            otherwise, and always in eval mode, ``swda`` with ``impl``.
+        proj_drop: dropout after the projection.
+        padding: ``"zeros"`` (the paper: border keys are zero vectors that take
+            softmax mass) or ``"mask"`` (left out), as in ``swda``.
+        impl: ``swda`` implementation, ``"auto"`` or one of ``SWDA_IMPLS``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        kernel_size: int = 3,
+        dilation: Sequence[int] = (1, 2, 3),
+        qkv_bias: bool = False,
+        qk_scale: float | None = None,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        padding: str = "zeros",
+        impl: str = "auto",
+    ):
+        super().__init__()
+        check_positive_int(dim, "dim")
+        check_positive_int(num_heads, "num_heads")
+        check_kernel_size(kernel_size)
+        dilation = check_dilations(dilation)
+        check_scale(qk_scale)
+        check_probability(attn_drop, "attn_drop")
+        check_probability(proj_drop, "proj_drop")
+        check_padding(padding)
+        check_impl(impl)
+        if dim % num_heads != 0:
+            raise ValueError(
+                f"dim ({dim}) must be divisible by num_heads ({num_heads}), so that every head "
+                "gets the same number of channels"
+            )
+        if num_heads % len(dilation) != 0:
+            raise ValueError(
+                f"num_heads ({num_heads}) must be a multiple of len(dilation) "
+                f"({len(dilation)}, from dilation={dilation}), so that every dilation gets "
+                "the same number of heads"
+            )
+        self.dim = dim
+        self.num_heads = num_heads
+        self.kernel_size = kernel_size
+        self.dilation = dilation
+        self.num_dilation = len(dilation)
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5 if qk_scale is None else float(qk_scale)
+        self.padding = padding
+        self.impl = impl
+        self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, num_heads={self.num_heads}, kernel_size={self.kernel_size}, "
+            f"dilation={self.dilation}, padding={self.padding!r}, impl={self.impl!r}"
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[-1] != self.dim:
+            raise ValueError(
+                f"x must be channels-last (B, H, W, C) with C = dim = {self.dim}, "
+                f"got shape {tuple(x.shape)}"
+            )
+        B, H, W, C = x.shape
+        groups, heads = self.num_dilation, self.num_heads // self.num_dilation
+        record("input (B, H, W, C)", x)
+        qkv = self.qkv(x.permute(0, 3, 1, 2))  # B, C, H, W in; B, 3*C, H, W out
+        record("qkv", qkv, "1x1 conv; channels [q | k | v], each split into groups")
+        qkv = qkv.reshape(B, 3, groups, heads, self.head_dim, H, W)  # B, 3, groups, heads, d, H, W
+        qkv = qkv.permute(1, 2, 0, 3, 5, 6, 4)  # 3, groups, B, heads, H, W, d
+        use_dropout_path = self.training and self.attn_drop.p > 0
+        outputs = []
+        for i, r in enumerate(self.dilation):
+            q, k, v = qkv[0, i], qkv[1, i], qkv[2, i]  # each B, heads, H, W, d
+            record(f"group {i} q (dilation {r})", q)
+            record(f"group {i} k (dilation {r})", k)
+            record(f"group {i} v (dilation {r})", v)
+            if use_dropout_path:
+                out = _swda_with_attention_dropout(
+                    q, k, v, self.kernel_size, r, self.padding, self.scale, self.attn_drop
+                )  # B, heads, H, W, d
+            else:
+                out = swda(
+                    q, k, v, self.kernel_size, r,
+                    padding=self.padding, scale=self.scale, impl=self.impl,
+                )  # B, heads, H, W, d
+            out = out.permute(0, 2, 3, 1, 4).reshape(B, H, W, heads * self.head_dim)  # B, H, W, C/groups
+            outputs.append(record(f"group {i} output (dilation {r})", out))
+        x = record("heads concatenated", torch.cat(outputs, dim=-1))  # B, H, W, C
+        x = self.proj_drop(self.proj(x))  # B, H, W, C
+        return record("output (after proj)", x)
