@@ -1,0 +1,476 @@
+"""The course's interactive explorers: ipywidgets controls wired to the pure figure functions.
+
+Each explorer is an ``ipywidgets.VBox``: its controls on top, a message line,
+and the picture, a PNG that the figure function in ``dilate_lab.figures``
+draws on every change (or, for the shape tracer, an HTML table). Nothing is
+computed here that a figure function or ``dilate_lab.shapes`` does not already
+compute, so what a learner sees in a widget is exactly the static figure of the
+lesson with other arguments.
+
+For tests and for curious learners every explorer keeps:
+
+- ``explorer.controls``: the control widgets by argument name;
+- ``explorer.figure``: the last ``matplotlib.figure.Figure`` drawn (not closed:
+  figures made with ``Figure()`` are not registered with pyplot, so dropping the
+  reference frees them);
+- ``explorer.error``: the message of the ValueError the last setting raised
+  (shown in the widget instead of a traceback), or None;
+- ``explorer.render_seconds``: how long the last redraw took.
+
+Stable CSS classes (``dl-explorer``, ``dl-<explorer name>``, ``dl-<control>``,
+``dl-figure``, ``dl-message``, ``dl-error``) let a browser test find the parts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import io
+import time
+from collections.abc import Callable
+
+import ipywidgets as widgets
+from matplotlib.figure import Figure
+
+from . import figures
+from .images import load_sample_image
+from .shapes import block_attention, trace_msda_shapes
+
+__all__ = [
+    "Explorer",
+    "parse_dilations",
+    "receptive_field_explorer",
+    "multi_scale_explorer",
+    "shape_tracer",
+    "attention_viewer",
+    "erf_explorer",
+    "border_explorer",
+    "coverage_explorer",
+    "unfold_explorer",
+]
+
+_PNG_DPI = 96
+
+
+def parse_dilations(text: str, name: str = "dilations", max_count: int = 8, max_dilation: int = 8) -> tuple[int, ...]:
+    """'1, 2, 3' -> (1, 2, 3), for the text boxes where a learner types a dilation schedule."""
+    parts = [part.strip() for part in str(text).replace(";", ",").split(",") if part.strip()]
+    try:
+        values = tuple(int(part) for part in parts)
+    except ValueError:
+        raise ValueError(f"{name} must be ints separated by commas, e.g. 1, 2, 3; got {text!r}") from None
+    if not values:
+        raise ValueError(f"{name} must name at least one dilation, e.g. 1, 2, 3; got {text!r}")
+    if len(values) > max_count:
+        raise ValueError(f"{name}: at most {max_count} entries here, got {len(values)}")
+    if any(not 1 <= r <= max_dilation for r in values):
+        raise ValueError(f"{name}: every dilation must be an int in [1, {max_dilation}] here; got {values}")
+    return values
+
+
+def _styled(widget: widgets.Widget, css_class: str) -> widgets.Widget:
+    widget.add_class(css_class)
+    return widget
+
+
+def _toggle(options, value, description: str, css_class: str) -> widgets.ToggleButtons:
+    buttons = widgets.ToggleButtons(
+        options=list(options), value=value, description=description,
+        style={"button_width": "42px", "description_width": "80px"},
+    )
+    return _styled(buttons, css_class)
+
+
+def _slider(value: int, low: int, high: int, description: str, css_class: str) -> widgets.IntSlider:
+    slider = widgets.IntSlider(
+        value=value, min=low, max=high, description=description, continuous_update=True,
+        style={"description_width": "80px"},
+    )
+    return _styled(slider, css_class)
+
+
+def _text(value: str, description: str, css_class: str) -> widgets.Text:
+    box = widgets.Text(
+        value=value, description=description, continuous_update=False,
+        style={"description_width": "80px"}, layout={"width": "260px"},
+    )
+    return _styled(box, css_class)
+
+
+class Explorer(widgets.VBox):
+    """Controls, a message line and a picture that ``draw(**values)`` redraws on every change.
+
+    ``draw`` returns a ``Figure`` (shown as a PNG) or, for table-like views, an
+    HTML string. A ValueError from ``draw`` is shown as its message, with the
+    class ``dl-error``; the picture is hidden until a valid setting returns.
+    ``convert`` (optional) turns the raw control values into ``draw``'s
+    arguments, e.g. parsing a dilation text box; ``sync`` (optional) adjusts
+    dependent controls (e.g. a slider's range) before a redraw.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        controls: dict[str, widgets.Widget],
+        draw: Callable[..., Figure | str],
+        *,
+        convert: Callable[[dict], dict] | None = None,
+        sync: Callable[[Explorer, str], None] | None = None,
+        note: str = "",
+    ):
+        super().__init__()
+        self.name = name
+        self.controls = controls
+        self._draw = draw
+        self._convert = convert
+        self._sync = sync
+        self._adjusting = False
+        self._holding = False
+        self.render_png = True
+        """False skips the PNG (the figure is still built): for fast sweeps in tests."""
+        self.figure: Figure | None = None
+        self.html: str | None = None
+        self.error: str | None = None
+        self.render_seconds: float | None = None
+        self.image = _styled(widgets.Image(format="png"), "dl-figure")
+        self.table = _styled(widgets.HTML(), "dl-table")
+        self.message = _styled(widgets.HTML(), "dl-message")
+        self.message.layout.display = "none"
+        note_widget = widgets.HTML(f"<small>{html.escape(note)}</small>") if note else None
+        rows = [widgets.HBox(list(controls.values())[i : i + 3]) for i in range(0, len(controls), 3)]
+        self.children = tuple(rows + ([note_widget] if note_widget else []) + [self.message, self.image, self.table])
+        self.add_class("dl-explorer")
+        self.add_class(f"dl-{name}")
+        for key, control in controls.items():
+            control.observe(lambda change, key=key: self._on_change(key), names="value")
+        self.redraw()
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{key}={value!r}" for key, value in self.values().items())
+        return f"{type(self).__name__}({self.name}: {values})"
+
+    def values(self) -> dict:
+        """The controls' current values, by argument name."""
+        return {key: control.value for key, control in self.controls.items()}
+
+    @contextlib.contextmanager
+    def hold_redraw(self):
+        """Change several controls inside ``with explorer.hold_redraw():``; one redraw at the end."""
+        self._holding = True
+        try:
+            yield self
+        finally:
+            self._holding = False
+            self.redraw()
+
+    def _on_change(self, key: str) -> None:
+        if self._adjusting:  # a sync that moves other controls triggers one redraw, not several
+            return
+        if self._sync is not None:
+            self._adjusting = True
+            try:
+                self._sync(self, key)
+            finally:
+                self._adjusting = False
+        if not self._holding:
+            self.redraw()
+
+    def redraw(self) -> None:
+        """Draw the current setting; show the ValueError message instead when it is impossible."""
+        start = time.perf_counter()
+        try:
+            values = self.values()
+            arguments = self._convert(values) if self._convert else values
+            result = self._draw(**arguments)
+        except ValueError as error:
+            self.error = str(error)
+            self.message.value = f"<b>Not possible:</b> {html.escape(self.error)}"
+            self.message.layout.display = ""
+            self.message.add_class("dl-error")
+            self.image.layout.display = "none"
+            self.table.layout.display = "none"
+        else:
+            self.error = None
+            self.message.value = ""
+            self.message.layout.display = "none"
+            self.message.remove_class("dl-error")
+            if isinstance(result, Figure):
+                self.figure, self.html = result, None
+                if self.render_png:
+                    buffer = io.BytesIO()
+                    result.savefig(buffer, format="png", dpi=_PNG_DPI)
+                    self.image.value = buffer.getvalue()
+                    # the picture's own size: a VBox would otherwise stretch it, blurred, to full width
+                    self.image.width = str(round(result.get_figwidth() * _PNG_DPI))
+                self.image.layout.display = ""
+                self.table.layout.display = "none"
+            else:
+                self.figure, self.html = None, result
+                self.table.value = result
+                self.table.layout.display = ""
+                self.image.layout.display = "none"
+        self.render_seconds = time.perf_counter() - start
+
+
+def _clamp_query(explorer: Explorer, changed: str) -> None:
+    """Keep the row and column sliders on the map when its size changes."""
+    if changed != "size":
+        return
+    size = explorer.controls["size"].value
+    for key in ("row", "col"):
+        slider = explorer.controls[key]
+        slider.value = min(slider.value, size - 1)
+        slider.max = size - 1
+
+
+# ---------------------------------------------------------------------------
+# 1. receptive field of one query
+# ---------------------------------------------------------------------------
+def receptive_field_explorer(
+    kernel_size: int = 3, dilation: int = 2, row: int = 1, col: int = 2, size: int = 9, photo: bool = False
+) -> Explorer:
+    """Move a query and change kernel, dilation and map size; see the positions it attends to.
+
+    Wraps ``figures.plot_receptive_field``; with "photo" the map is the sample
+    photograph shrunk to size x size pixels.
+    """
+    controls = {
+        "dilation": _toggle((1, 2, 3, 4), dilation, "dilation r", "dl-dilation"),
+        "kernel_size": _toggle((3, 5, 7), kernel_size, "kernel k", "dl-kernel"),
+        "size": _slider(size, 3, 32, "map size", "dl-size"),
+        "row": _slider(min(row, size - 1), 0, size - 1, "query row", "dl-row"),
+        "col": _slider(min(col, size - 1), 0, size - 1, "query col", "dl-col"),
+        "photo": _styled(widgets.Checkbox(value=photo, description="draw over a photograph"), "dl-photo"),
+    }
+
+    def draw(dilation, kernel_size, size, row, col, photo):
+        image = load_sample_image(size) if photo else None
+        return figures.plot_receptive_field(kernel_size, dilation, row, col, size, size, image=image)
+
+    return Explorer("receptive-field", controls, draw, sync=_clamp_query)
+
+
+# ---------------------------------------------------------------------------
+# 2. all dilation groups of MSDA at once
+# ---------------------------------------------------------------------------
+def multi_scale_explorer(
+    dilations: str = "1, 2, 3", kernel_size: int = 3, dim: int = 144, num_heads: int = 6,
+    row: int = 7, col: int = 7, size: int = 15, photo: bool = False,
+) -> Explorer:
+    """The paper's Figure 4 as a widget: one colour per dilation group, and who gets which heads.
+
+    Wraps ``figures.plot_multi_scale``. Settings MSDA refuses (e.g. 6 heads over
+    4 dilations) show MSDA's message.
+    """
+    controls = {
+        "dilations": _text(dilations, "dilations", "dl-dilations"),
+        "kernel_size": _toggle((3, 5, 7), kernel_size, "kernel k", "dl-kernel"),
+        "num_heads": _toggle((2, 3, 4, 6, 8, 12), num_heads, "heads", "dl-heads"),
+        "dim": _toggle((72, 96, 144, 288), dim, "channels", "dl-dim"),
+        "size": _slider(size, 3, 32, "map size", "dl-size"),
+        "photo": _styled(widgets.Checkbox(value=photo, description="draw over a photograph"), "dl-photo"),
+        "row": _slider(min(row, size - 1), 0, size - 1, "query row", "dl-row"),
+        "col": _slider(min(col, size - 1), 0, size - 1, "query col", "dl-col"),
+    }
+
+    def convert(values):
+        values = dict(values)
+        values["dilations"] = parse_dilations(values["dilations"])
+        size = values.pop("size")
+        values["image"] = load_sample_image(size) if values.pop("photo") else None
+        return {**values, "height": size, "width": size}
+
+    return Explorer("multi-scale", controls, figures.plot_multi_scale, convert=convert, sync=_clamp_query)
+
+
+# ---------------------------------------------------------------------------
+# 3. tensor shapes through MSDA
+# ---------------------------------------------------------------------------
+def _shape_table_html(rows) -> str:
+    """An HTML table of ``trace_msda_shapes`` rows; the k*k copies of K and V in red."""
+    input_bytes = rows[0].nbytes
+    total = sum(row.nbytes for row in rows)
+    copies = sum(row.nbytes for row in rows if row.kk_copy)
+    lines = [
+        '<table class="dl-shape-table" style="border-collapse: collapse; font-family: monospace; font-size: 12px">',
+        "<tr><th align='left'>step</th><th align='left'>shape</th><th>dtype</th>"
+        "<th align='right'>memory</th><th align='right'>x input</th></tr>",
+    ]
+    for row in rows:
+        style = ' style="background: #fdd; color: #a00"' if row.kk_copy else ""
+        css = "dl-kk-row" if row.kk_copy else "dl-row"
+        lines.append(
+            f'<tr class="{css}"{style}><td>{html.escape(row.step)}</td><td>{tuple(row.shape)}</td>'
+            f"<td>{str(row.dtype).replace('torch.', '')}</td>"
+            f"<td align='right'>{figures.format_bytes(row.nbytes)}</td>"
+            f"<td align='right'>{row.nbytes / input_bytes:.2f}</td></tr>"
+        )
+    lines.append("</table>")
+    summary = (
+        f"<p class='dl-shape-summary'>{len(rows)} tensors, {figures.format_bytes(total)} in all; "
+        f"<b style='color: #a00'>{figures.format_bytes(copies)} ({100 * copies / total:.0f}%)</b> "
+        "in the k*k copies of K and V that unfold makes (red rows)."
+        " Shapes from a real forward pass on the meta device.</p>"
+    )
+    return summary + "\n".join(lines)
+
+
+def shape_tracer(
+    batch: int = 1, channels: int = 72, height: int = 14, width: int = 14, num_heads: int = 3,
+    kernel_size: int = 3, dilations: str = "1, 2, 3", impl: str = "unfold",
+) -> Explorer:
+    """Every tensor of one MSDA forward pass, its shape and memory, for the settings you choose.
+
+    Runs ``trace_msda_shapes`` (a real forward pass on the meta device: exact
+    shapes, no memory used) on every change. Impossible settings show the
+    library's message.
+    """
+    controls = {
+        "batch": _slider(batch, 1, 16, "batch B", "dl-batch"),
+        "channels": _styled(
+            widgets.BoundedIntText(value=channels, min=1, max=2048, description="channels C",
+                                   style={"description_width": "80px"}, layout={"width": "200px"}),
+            "dl-channels",
+        ),
+        "num_heads": _slider(num_heads, 1, 24, "heads", "dl-heads"),
+        "height": _slider(height, 1, 224, "height H", "dl-height"),
+        "width": _slider(width, 1, 224, "width W", "dl-width"),
+        "kernel_size": _toggle((1, 3, 5, 7), kernel_size, "kernel k", "dl-kernel"),
+        "dilations": _text(dilations, "dilations", "dl-dilations"),
+        "impl": _toggle(("unfold", "shift"), impl, "impl", "dl-impl"),
+    }
+
+    def draw(batch, channels, num_heads, height, width, kernel_size, dilations, impl):
+        rows = trace_msda_shapes(
+            batch, channels, height, width, num_heads, kernel_size, parse_dilations(dilations), impl=impl
+        )
+        return _shape_table_html(rows)
+
+    explorer = Explorer("shape-tracer", controls, draw)
+    return explorer
+
+
+# ---------------------------------------------------------------------------
+# 4. attention of each head on a photograph
+# ---------------------------------------------------------------------------
+def attention_viewer(model=None, image_size: int = 112, row: int = 10, col: int = 14, seed: int = 0) -> Explorer:
+    """Slide to a query pixel; see each head's attention weights over its dilated window.
+
+    The weights come from one forward pass (``shapes.block_attention``) of the
+    sample photograph through a DilateFormer stem and first DilateBlock: by
+    default stage 1 of DilateFormer-Tiny with seeded random, untrained weights
+    (pass a trained ``DilateFormer`` as ``model`` to see what it learned).
+    """
+    attention = block_attention(model, image_size, seed)
+    height, width = attention.map_size
+    origin = "seeded random weights, untrained" if model is None else "weights of the given model"
+    controls = {
+        "row": _slider(min(row, height - 1), 0, height - 1, "query row", "dl-row"),
+        "col": _slider(min(col, width - 1), 0, width - 1, "query col", "dl-col"),
+    }
+
+    def draw(row, col):
+        return figures.plot_attention_heads(
+            attention.image, attention.weights, row, col, attention.kernel_size, attention.dilations,
+            title=f"DilateBlock attention for query ({row}, {col}) of a {height}x{width} map ({origin})",
+        )
+
+    explorer = Explorer(
+        "attention-viewer", controls, draw,
+        note=f"One cell = {attention.stride}x{attention.stride} pixels of the photograph (the stem's stride).",
+    )
+    explorer.attention = attention
+    return explorer
+
+
+# ---------------------------------------------------------------------------
+# 5. effective receptive field of a stack of layers
+# ---------------------------------------------------------------------------
+def erf_explorer(left: str = "1, 1, 1", right: str = "1, 2, 3", kernel_size: int = 3) -> Explorer:
+    """Two dilation schedules side by side: the gradient of one output pixel over the input.
+
+    Wraps ``figures.plot_effective_receptive_field``; try 2, 2, 2 for the holes of
+    stacked equal dilations.
+    """
+    controls = {
+        "left": _text(left, "left", "dl-left"),
+        "right": _text(right, "right", "dl-right"),
+        "kernel_size": _toggle((3, 5, 7), kernel_size, "kernel k", "dl-kernel"),
+    }
+
+    def draw(left, right, kernel_size):
+        schedules = [parse_dilations(left, "left"), parse_dilations(right, "right")]
+        return figures.plot_effective_receptive_field(schedules, kernel_size)
+
+    return Explorer("erf", controls, draw)
+
+
+# ---------------------------------------------------------------------------
+# 6. border rules side by side
+# ---------------------------------------------------------------------------
+def border_explorer(
+    row: int = 0, col: int = 1, kernel_size: int = 3, dilation: int = 2, size: int = 8, seed: int = 0
+) -> Explorer:
+    """Zero padding vs masking vs NATTEN's shifted window, for a query you move to the border."""
+    controls = {
+        "dilation": _toggle((1, 2, 3, 4), dilation, "dilation r", "dl-dilation"),
+        "kernel_size": _toggle((3, 5, 7), kernel_size, "kernel k", "dl-kernel"),
+        "size": _slider(size, 3, 24, "map size", "dl-size"),
+        "row": _slider(min(row, size - 1), 0, size - 1, "query row", "dl-row"),
+        "col": _slider(min(col, size - 1), 0, size - 1, "query col", "dl-col"),
+        "seed": _slider(seed, 0, 9, "seed", "dl-seed"),
+    }
+
+    def draw(dilation, kernel_size, size, row, col, seed):
+        return figures.plot_border_modes(row, col, kernel_size, dilation, size, size, seed)
+
+    return Explorer("border", controls, draw, sync=_clamp_query)
+
+
+# ---------------------------------------------------------------------------
+# 7. the share of each window on the map (zero padding), lesson 02
+# ---------------------------------------------------------------------------
+def coverage_explorer(size: int = 8, kernel_size: int = 3, dilations: str = "1, 2, 3") -> Explorer:
+    """How much of each query's window lies on the map, for several dilations at once."""
+    controls = {
+        "kernel_size": _toggle((3, 5, 7), kernel_size, "kernel k", "dl-kernel"),
+        "size": _slider(size, 3, 16, "map size", "dl-size"),
+        "dilations": _text(dilations, "dilations", "dl-dilations"),
+    }
+
+    def draw(kernel_size, size, dilations):
+        schedule = parse_dilations(dilations, "dilations", max_count=4)
+        return figures.plot_window_coverage(size, size, kernel_size, schedule)
+
+    return Explorer("coverage", controls, draw)
+
+
+# ---------------------------------------------------------------------------
+# 8. nn.Unfold column by column, lesson 03
+# ---------------------------------------------------------------------------
+def _clamp_unfold_query(explorer: Explorer, changed: str) -> None:
+    if changed not in ("height", "width"):
+        return
+    for key, size_key in (("row", "height"), ("col", "width")):
+        slider, size = explorer.controls[key], explorer.controls[size_key].value
+        slider.value = min(slider.value, size - 1)
+        slider.max = size - 1
+
+
+def unfold_explorer(
+    height: int = 4, width: int = 4, kernel_size: int = 3, dilation: int = 1, row: int = 1, col: int = 1
+) -> Explorer:
+    """Pick a query pixel: its window on the map, and the same numbers as its column of F.unfold."""
+    controls = {
+        "dilation": _toggle((1, 2, 3), dilation, "dilation r", "dl-dilation"),
+        "kernel_size": _toggle((3, 5), kernel_size, "kernel k", "dl-kernel"),
+        "height": _slider(height, 2, 6, "height", "dl-height"),
+        "width": _slider(width, 2, 6, "width", "dl-width"),
+        "row": _slider(min(row, height - 1), 0, height - 1, "query row", "dl-row"),
+        "col": _slider(min(col, width - 1), 0, width - 1, "query col", "dl-col"),
+    }
+
+    def draw(dilation, kernel_size, height, width, row, col):
+        return figures.plot_unfold_columns(height, width, kernel_size, dilation, row, col)
+
+    return Explorer("unfold", controls, draw, sync=_clamp_unfold_query)

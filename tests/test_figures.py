@@ -1,0 +1,387 @@
+"""The figures draw exactly the cells the geometry says, read back from the drawn artists.
+
+Expected cells are computed here from the definition (DilateFormer eq. 3:
+positions (i + p*r, j + q*r), p, q in [-(k//2), k//2]), not from the code
+under test; the geometry helper is checked to agree as well.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.collections import PatchCollection
+from matplotlib.figure import Figure
+
+from dilate_lab import figures
+from dilate_lab.geometry import dilated_window
+from dilate_lab.images import load_sample_image
+from dilate_lab.shapes import trace_msda_shapes
+from dilate_lab.swda import swda
+from dilate_lab.tracing import trace_tensors
+
+HEIGHT, WIDTH = 9, 11  # not square, so that a row/column swap shows
+
+
+# ---------------------------------------------------------------------------
+# reading drawn data back
+# ---------------------------------------------------------------------------
+def artists(fig: Figure, gid: str) -> list:
+    return [a for a in fig.findobj() if a.get_gid() == gid]
+
+
+def only(fig: Figure, gid: str):
+    found = artists(fig, gid)
+    assert len(found) == 1, f"expected one artist with gid {gid!r}, found {len(found)}"
+    return found[0]
+
+
+def drawn_cells(collection: PatchCollection) -> list[tuple[int, int]]:
+    """(row, col) of every square in a collection, from the squares' corners in data coordinates."""
+    cells = []
+    for path in collection.get_paths():
+        xs, ys = path.vertices[:, 0], path.vertices[:, 1]
+        cells.append((int(round((ys.min() + ys.max()) / 2)), int(round((xs.min() + xs.max()) / 2))))
+    return cells
+
+
+def cells_of(fig: Figure, gid: str, axes_index: int | None = None) -> list[tuple[int, int]]:
+    found = artists(fig, gid)
+    if axes_index is not None:
+        found = [a for a in found if a.axes is fig.axes[axes_index]]
+    assert len(found) == 1, f"expected one collection {gid!r}, found {len(found)}"
+    return drawn_cells(found[0])
+
+
+def by_definition(row, col, k, r, height, width):
+    """(on the map, beyond the border) from the definition, in row-major window order."""
+    half = k // 2
+    positions = [(row + p * r, col + q * r) for p in range(-half, half + 1) for q in range(-half, half + 1)]
+    inside = [(i, j) for i, j in positions if 0 <= i < height and 0 <= j < width]
+    outside = [(i, j) for i, j in positions if not (0 <= i < height and 0 <= j < width)]
+    return inside, outside
+
+
+QUERIES = [  # corners, edges and centre of the 9 x 11 map
+    (0, 0), (0, WIDTH - 1), (HEIGHT - 1, 0), (HEIGHT - 1, WIDTH - 1),
+    (0, 5), (4, 0), (HEIGHT - 1, 5), (4, WIDTH - 1), (4, 5),
+]
+
+
+# ---------------------------------------------------------------------------
+# 1. receptive field
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("dilation", [1, 2, 3])
+@pytest.mark.parametrize("kernel_size", [3, 5, 7])
+def test_receptive_field_draws_the_window_of_every_query(kernel_size, dilation):
+    for row, col in QUERIES:
+        fig = figures.plot_receptive_field(kernel_size, dilation, row, col, HEIGHT, WIDTH)
+        inside, outside = by_definition(row, col, kernel_size, dilation, HEIGHT, WIDTH)
+        window = dilated_window(row, col, kernel_size, dilation, HEIGHT, WIDTH)
+        assert cells_of(fig, "attended") == inside == window.inside_positions
+        assert cells_of(fig, "beyond-border") == outside == window.outside_positions
+        assert len(inside) + len(outside) == kernel_size**2
+
+        query = only(fig, "query")
+        assert (query.get_xdata()[0], query.get_ydata()[0]) == (col, row)
+        span = only(fig, "span")
+        expected_span = (kernel_size - 1) * dilation + 1
+        assert span.get_width() == span.get_height() == expected_span
+        assert span.get_x() + expected_span / 2 == col and span.get_y() + expected_span / 2 == row
+        title = fig.axes[0].get_title()
+        assert f"span (k-1)*r+1 = {expected_span}" in title
+        assert f"{len(inside)} of {kernel_size**2} positions on the map" in title
+        assert f"{len(outside)} beyond the border" in title
+        # the axes show the whole padded margin, so every beyond-border cell is visible
+        margin = dilation * (kernel_size // 2)
+        assert fig.axes[0].get_xlim() == (-0.5 - margin, WIDTH - 0.5 + margin)
+
+
+def test_receptive_field_hand_example_corner():
+    # k=3, r=2, query (0, 0): the window rows and cols are {-2, 0, 2}: 4 on the map, 5 beyond
+    fig = figures.plot_receptive_field(3, 2, 0, 0, 8, 8)
+    assert sorted(cells_of(fig, "attended")) == [(0, 0), (0, 2), (2, 0), (2, 2)]
+    assert len(cells_of(fig, "beyond-border")) == 5
+
+
+def test_receptive_field_over_the_photo_shows_the_photo_and_the_same_cells():
+    photo = load_sample_image(12, 10)
+    fig = figures.plot_receptive_field(5, 2, 3, 9, 12, 10, image=photo)
+    image = only(fig, "photo")
+    np.testing.assert_array_equal(image.get_array(), photo)
+    assert image.get_extent() == [-0.5, 9.5, 11.5, -0.5]
+    inside, outside = by_definition(3, 9, 5, 2, 12, 10)
+    assert cells_of(fig, "attended") == inside
+    assert cells_of(fig, "beyond-border") == outside
+    assert artists(fig, "map") == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        (dict(kernel_size=4), "kernel_size"),
+        (dict(dilation=0), "dilation"),
+        (dict(row=9), "row"),
+        (dict(col=-1), "col"),
+        (dict(height=0), "height"),
+        (dict(image=np.zeros(5)), "image"),
+    ],
+)
+def test_receptive_field_bad_arguments_name_the_argument(kwargs, word):
+    arguments = dict(kernel_size=3, dilation=1, row=0, col=0, height=9, width=9)
+    with pytest.raises(ValueError, match=word):
+        figures.plot_receptive_field(**{**arguments, **kwargs})
+
+
+# ---------------------------------------------------------------------------
+# 2. multi-scale
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("kernel_size", [3, 5, 7])
+def test_multi_scale_draws_each_group_window_in_its_own_colour(kernel_size):
+    dilations = (1, 2, 3)
+    for row, col in QUERIES:
+        fig = figures.plot_multi_scale(row, col, HEIGHT, WIDTH, kernel_size, dilations, dim=72, num_heads=3)
+        colours = []
+        for i, r in enumerate(dilations):
+            inside, _ = by_definition(row, col, kernel_size, r, HEIGHT, WIDTH)
+            collection = only(fig, f"group-{i}")
+            assert drawn_cells(collection) == inside
+            colours.append(tuple(collection.get_facecolor()[0]))
+        assert len(set(colours)) == len(dilations)
+        assert artists(fig, "group-3") == []
+
+
+def test_multi_scale_table_gives_heads_and_channels_by_hand():
+    # dim 144, 6 heads: 24 channels a head; 3 dilations: 2 heads and 48 channels each
+    fig = figures.plot_multi_scale(7, 7, 15, 15, 3, (1, 2, 3), dim=144, num_heads=6)
+    table = only(fig, "groups-table")
+    text = {key: cell.get_text().get_text() for key, cell in table.get_celld().items()}
+    rows = [[text[(i, j)] for j in range(4)] for i in range(4)]
+    assert rows == [
+        ["dilation", "heads", "channels", "span"],
+        ["1", "0-1", "0-47", "3x3"],
+        ["2", "2-3", "48-95", "5x5"],
+        ["3", "4-5", "96-143", "7x7"],
+    ]
+
+
+def test_head_groups_match_the_groups_msda_actually_makes():
+    # the traced per-group q of MultiDilateAttention: (B, heads per group, H, W, head_dim)
+    rows = trace_msda_shapes(1, 96, 5, 5, 8, 3, (1, 3))
+    traced_q = [r for r in rows if " q (" in r.step]
+    groups = figures.head_groups(96, 8, (1, 3))
+    assert [g.dilation for g in groups] == [1, 3]
+    for group, q in zip(groups, traced_q):
+        assert q.shape[1] == len(group.heads) == 4
+        assert q.shape[1] * q.shape[4] == len(group.channels) == 48
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [(dict(num_heads=6, dilations=(1, 2, 3, 4)), "num_heads"), (dict(dim=100), "dim"), (dict(dilations=()), "dilation")],
+)
+def test_multi_scale_impossible_split_names_the_argument(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        figures.plot_multi_scale(**{"dim": 144, "num_heads": 6, **kwargs})
+
+
+# ---------------------------------------------------------------------------
+# 3. border rules
+# ---------------------------------------------------------------------------
+def natten_window_start(index, length, kernel_size, dilation):
+    """NATTEN's get_window_start (neighborhood attention), written from its published definition."""
+    half = kernel_size // 2
+    if dilation <= 1:
+        return max(index - half, 0) + (index + half >= length) * (length - index - half - 1)
+    if index - half * dilation < 0:
+        return index % dilation
+    if index + half * dilation >= length:
+        residue = index % dilation
+        full = (length // dilation) * dilation
+        rest = length - full
+        if residue < rest:
+            return length - rest + residue - 2 * half * dilation
+        return full + residue - kernel_size * dilation
+    return index - half * dilation
+
+
+@pytest.mark.parametrize("kernel_size, dilation, length", [(3, 1, 7), (3, 2, 8), (5, 2, 11), (3, 3, 9), (7, 2, 16), (5, 3, 17)])
+def test_shifted_window_matches_natten_and_stays_on_the_map(kernel_size, dilation, length):
+    for row, col in itertools.product(range(length), repeat=2):
+        positions = figures.shifted_window(row, col, kernel_size, dilation, length, length)
+        top = natten_window_start(row, length, kernel_size, dilation)
+        left = natten_window_start(col, length, kernel_size, dilation)
+        expected = [(top + a * dilation, left + b * dilation) for a in range(kernel_size) for b in range(kernel_size)]
+        assert positions == expected
+        assert all(0 <= i < length and 0 <= j < length for i, j in positions)
+        assert (row, col) in positions
+        inside, outside = by_definition(row, col, kernel_size, dilation, length, length)
+        if not outside:  # away from the border it is exactly SWDA's window
+            assert positions == inside
+
+
+def test_shifted_window_refuses_maps_smaller_than_kernel_times_dilation():
+    with pytest.raises(ValueError, match="kernel_size \\* dilation"):
+        figures.shifted_window(0, 0, 7, 3, 16, 16)
+
+
+@pytest.mark.parametrize("mode", ["zeros", "mask"])
+@pytest.mark.parametrize("kernel_size, dilation", [(3, 1), (3, 2), (5, 2), (7, 1)])
+def test_border_attention_weights_equal_swda_weights(mode, kernel_size, dilation):
+    height, width, d = 7, 8, 4
+    generator = torch.Generator().manual_seed(1)
+    queries = torch.randn(height, width, d, generator=generator, dtype=torch.float64)
+    keys = torch.randn(height, width, d, generator=generator, dtype=torch.float64)
+    q = queries.reshape(1, 1, height, width, d)  # B, heads, H, W, d
+    k = keys.reshape(1, 1, height, width, d)
+    with trace_tensors(keep=True) as steps:
+        swda(q, k, torch.zeros_like(k), kernel_size, dilation, padding=mode, impl="unfold")
+    weights = next(s.tensor for s in steps if s.name == "attention weights")  # 1, 1, H*W, 1, k*k
+    weights = weights.reshape(height, width, kernel_size**2)  # H, W, k*k
+    for row, col in [(0, 0), (0, 7), (6, 0), (6, 7), (0, 3), (3, 0), (3, 4)]:
+        result = figures.border_attention(row, col, kernel_size, dilation, height, width, mode, queries=queries, keys=keys)
+        expected = weights[row, col].numpy()
+        if mode == "mask":
+            inside = [not out for out in dilated_window(row, col, kernel_size, dilation, height, width).outside]
+            expected = expected[inside]
+        np.testing.assert_allclose(result.weights, expected, atol=1e-12)
+        assert abs(result.weights.sum() - 1) < 1e-12
+
+
+def test_padding_mass_with_equal_logits_is_the_share_of_padded_positions():
+    # q = 0: every logit is 0, so zero padding gives each of the k*k positions 1/(k*k)
+    height = width = 8
+    zeros = torch.zeros(height, width, 4, dtype=torch.float64)
+    result = figures.border_attention(0, 0, 3, 3, height, width, "zeros", queries=zeros, keys=zeros)
+    assert result.padding_mass == pytest.approx(5 / 9)
+    assert figures.border_attention(0, 0, 3, 3, height, width, "mask", queries=zeros, keys=zeros).padding_mass == 0
+    shifted = figures.border_attention(0, 0, 3, 2, height, width, "shifted", queries=zeros, keys=zeros)
+    assert shifted.padding_mass == 0 and len(shifted.positions) == 9
+    np.testing.assert_allclose(shifted.weights, np.full(9, 1 / 9))
+
+
+@pytest.mark.parametrize("kernel_size, dilation", [(3, 1), (3, 2), (5, 2), (7, 2)])
+def test_border_figure_draws_each_rule_window_with_its_weights(kernel_size, dilation):
+    size = 14
+    for row, col in [(0, 0), (0, 6), (6, 6), (13, 2)]:
+        fig = figures.plot_border_modes(row, col, kernel_size, dilation, size, size, seed=3)
+        for mode in figures.BORDER_MODES:
+            result = figures.border_attention(row, col, kernel_size, dilation, size, size, mode, seed=3)
+            collection = only(fig, f"{mode}-window")
+            assert drawn_cells(collection) == list(result.positions)
+            np.testing.assert_allclose(collection.get_array(), result.weights)
+        inside, outside = by_definition(row, col, kernel_size, dilation, size, size)
+        assert drawn_cells(only(fig, "zeros-window")) == [
+            p for p in by_definition_in_order(row, col, kernel_size, dilation)
+        ]
+        assert drawn_cells(only(fig, "mask-window")) == inside
+        assert drawn_cells(only(fig, "beyond-border")) == outside
+        mass = figures.border_attention(row, col, kernel_size, dilation, size, size, "zeros", seed=3).padding_mass
+        assert f"{100 * mass:.1f}% of the softmax on padding" in fig.axes[0].get_title()
+
+
+def by_definition_in_order(row, col, k, r):
+    half = k // 2
+    return [(row + p * r, col + q * r) for p in range(-half, half + 1) for q in range(-half, half + 1)]
+
+
+def test_border_figure_explains_when_natten_cannot_run():
+    fig = figures.plot_border_modes(0, 0, 7, 3, 16, 16)
+    assert artists(fig, "shifted-window") == []
+    assert "not possible" in fig.axes[2].get_title()
+    texts = " ".join(t.get_text() for t in fig.axes[2].texts)
+    assert "kernel_size * dilation" in texts and "21" in texts
+    assert drawn_cells(only(fig, "zeros-window")) == by_definition_in_order(0, 0, 7, 3)
+
+
+# ---------------------------------------------------------------------------
+# 4. effective receptive field
+# ---------------------------------------------------------------------------
+def reachable(dilations, kernel_size):
+    """Offsets reachable through one window per layer: sums of one offset from each layer."""
+    half = kernel_size // 2
+    offsets = {(0, 0)}
+    for r in dilations:
+        steps = [(p * r, q * r) for p in range(-half, half + 1) for q in range(-half, half + 1)]
+        offsets = {(a + c, b + d) for a, b in offsets for c, d in steps}
+    return offsets
+
+
+@pytest.mark.parametrize("dilations, span", [((1, 1, 1), 7), ((1, 2, 3), 13), ((2, 2, 2), 13), ((1, 3), 9)])
+def test_effective_receptive_field_reaches_exactly_the_chained_windows(dilations, span):
+    size = 17
+    grad = figures.effective_receptive_field(dilations, 3, size)
+    centre = size // 2
+    expected = {(centre + a, centre + b) for a, b in reachable(dilations, 3)}
+    assert {tuple(p) for p in np.argwhere(grad > 0)} == expected
+    assert figures.theoretical_span(3, dilations) == span
+    rows, cols = zip(*expected)
+    assert max(rows) - min(rows) + 1 == span  # the reachable set spans the theoretical span
+
+
+def test_effective_receptive_field_figure_shows_the_support_and_the_span():
+    fig = figures.plot_effective_receptive_field([(1, 1, 1), (1, 2, 3), (2, 2, 2)], 3)
+    size = 13 + 4
+    centre = size // 2
+    for i, (dilations, span) in enumerate([((1, 1, 1), 7), ((1, 2, 3), 13), ((2, 2, 2), 13)]):
+        shown = only(fig, f"erf-{i}").get_array()
+        assert shown.shape == (size, size)
+        drawn = {tuple(p) for p in np.argwhere(~np.ma.getmaskarray(shown))}
+        assert drawn == {(centre + a, centre + b) for a, b in reachable(dilations, 3)}
+        assert shown.max() == 0.0 and shown.min() >= -6.0  # log10 of |grad| / max
+        rect = only(fig, f"span-{i}")
+        assert rect.get_width() == span
+        assert rect.get_x() == centre - span / 2
+    # [2, 2, 2] has holes: 49 of its 169 span pixels, while [1, 2, 3] covers all 169
+    assert "169 pixels reached" in fig.axes[1].get_title()
+    assert "49 pixels reached" in fig.axes[2].get_title()
+
+
+# ---------------------------------------------------------------------------
+# 5. attention heads on the photo
+# ---------------------------------------------------------------------------
+def test_attention_heads_draws_each_head_window_with_its_weights():
+    rng = np.random.default_rng(0)
+    heads, height, width, k = 3, 6, 7, 3
+    weights = rng.random((heads, height, width, k * k))
+    dilations = (1, 2, 3)
+    photo = load_sample_image(24, 28)
+    for row, col in [(0, 0), (2, 3), (5, 6)]:
+        fig = figures.plot_attention_heads(photo, weights, row, col, k, dilations, title="test")
+        for h, r in enumerate(dilations):
+            collection = only(fig, f"head-{h}")
+            window = dilated_window(row, col, k, r, height, width)
+            assert drawn_cells(collection) == window.inside_positions
+            on_map = [o for o, out in enumerate(window.outside) if not out]
+            np.testing.assert_allclose(collection.get_array(), weights[h, row, col, on_map])
+        assert fig._suptitle.get_text() == "test"
+
+
+def test_attention_heads_checks_shapes():
+    with pytest.raises(ValueError, match="dilations"):
+        figures.plot_attention_heads(None, np.ones((2, 4, 4, 9)), 0, 0, 3, (1, 2, 3))
+    with pytest.raises(ValueError, match="weights"):
+        figures.plot_attention_heads(None, np.ones((2, 4, 4, 8)), 0, 0, 3, (1, 2))
+
+
+# ---------------------------------------------------------------------------
+# 6. shape trace
+# ---------------------------------------------------------------------------
+def test_shape_trace_bars_are_the_traced_sizes_with_kk_copies_in_red():
+    rows = trace_msda_shapes(2, 48, 6, 5, 4, 5, (1, 2))
+    fig = figures.plot_shape_trace(rows)
+    red = sorted(artists(fig, "k*k copies"), key=lambda bar: bar.get_y())
+    grey = sorted(artists(fig, "other tensors"), key=lambda bar: bar.get_y())
+    assert len(red) + len(grey) == len(rows)
+    assert [bar.get_width() for bar in red] == [r.nbytes for r in rows if r.kk_copy]
+    assert [bar.get_width() for bar in grey] == [r.nbytes for r in rows if not r.kk_copy]
+    # the unfolded K and V of 2 groups; each 25 (= k*k) times its group's K: 2*2*30*12 floats
+    assert len(red) == 4 and all(bar.get_width() == 25 * 2 * 2 * 30 * 12 * 4 for bar in red)
+
+
+def test_format_bytes():
+    assert figures.format_bytes(100) == "100 B"
+    assert figures.format_bytes(1536) == "1.5 KB"
+    assert figures.format_bytes(3 * 1024**3) == "3.0 GB"
