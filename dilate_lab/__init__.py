@@ -26,5 +26,50 @@ from .models import (
 from .msda import MultiDilateAttention
 from .swda import NAIVE_MAX_STEPS, SWDA_IMPLS, available_impls, swda
 from .tracing import TracedTensor, record, trace_tensors
+from .figures import (
+    border_attention,
+    effective_receptive_field,
+    head_groups,
+    neighbour_correlation,
+    plot_attention_cost,
+    plot_attention_heads,
+    plot_border_modes,
+    plot_effective_receptive_field,
+    plot_multi_scale,
+    plot_receptive_field,
+    plot_neighbour_correlation,
+    plot_shape_trace,
+    plot_unfold_columns,
+    plot_window_coverage,
+    shifted_window,
+    theoretical_span,
+    unfold_integer_map,
+)
+from .images import load_sample_image, sample_image_tensor
+from .shapes import ShapeRow, block_attention, trace_msda_shapes
+
+# The explorers need ipywidgets (the "course" extra): imported on first use only.
+_WIDGET_NAMES = (
+    "receptive_field_explorer",
+    "multi_scale_explorer",
+    "shape_tracer",
+    "attention_viewer",
+    "erf_explorer",
+    "border_explorer",
+    "coverage_explorer",
+    "unfold_explorer",
+)
+
+
+def __getattr__(name):
+    if name in _WIDGET_NAMES:
+        from . import widgets
+
+        return getattr(widgets, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_WIDGET_NAMES))
 
 __version__ = "0.1.0"

@@ -6,6 +6,9 @@ One signature, several implementations that give the same output and gradients:
 - ``"unfold"``: the paper's ``nn.Unfold`` form, which copies K and V k*k times (lesson 03).
 - ``"shift"``: a loop over the k*k offsets with shifted views of K and V; the
   logits (B, heads, H, W, k*k) are the only k*k-sized tensor.
+- ``"fused"``: a custom autograd Function with a hand-written backward that
+  keeps only q, k, v and the weights; the fastest on CPU (``swda_cpu``).
+- ``"flex"``: FlexAttention with a dilated-window mask, CUDA only (``swda_cuda``).
 
 ``impl="auto"`` picks the fastest exact implementation for the tensors' device.
 
@@ -21,9 +24,11 @@ import torch.nn.functional as F
 
 from ._checks import check_dilation, check_kernel_size, check_padding, check_qkv, check_scale
 from .geometry import inside_mask
+from .swda_cpu import swda_fused
+from .swda_cuda import flex_available, swda_flex
 from .tracing import record
 
-__all__ = ["swda", "SWDA_IMPLS", "NAIVE_MAX_STEPS"]
+__all__ = ["swda", "SWDA_IMPLS", "NAIVE_MAX_STEPS", "available_impls"]
 
 NAIVE_MAX_STEPS = 100_000
 """The naive loop refuses a call with more than this many (pixel, offset) steps,
@@ -129,13 +134,28 @@ _IMPLS = {
     "naive": _swda_naive,
     "unfold": _swda_unfold,
     "shift": _swda_shift,
+    "fused": swda_fused,
+    "flex": swda_flex,
 }
-SWDA_IMPLS: tuple[str, ...] = tuple(_IMPLS)
-"""Names accepted by ``swda(..., impl=...)``, besides ``"auto"``."""
+_IMPL_DEVICE_TYPES = {"flex": ("cuda",)}
+"""Implementations that run only on some device types; the others run everywhere."""
+
+SWDA_IMPLS: tuple[str, ...] = tuple(name for name in _IMPLS if name not in _IMPL_DEVICE_TYPES)
+"""Names accepted by ``swda(..., impl=...)`` on every device, besides ``"auto"``.
+``available_impls(device)`` adds the device-specific ones (``"flex"`` on CUDA)."""
+
+
+def available_impls(device) -> tuple[str, ...]:
+    """Names ``swda(..., impl=...)`` accepts for tensors on ``device`` (besides ``"auto"``)."""
+    device_type = torch.device(device).type
+    return tuple(
+        name for name in _IMPLS if device_type in _IMPL_DEVICE_TYPES.get(name, (device_type,))
+    )
 
 
 def _auto_impl(device: torch.device) -> str:
-    return "shift"
+    """FlexAttention's compiled kernel on CUDA (when Triton is there), the fused Function elsewhere."""
+    return "flex" if flex_available(device) else "fused"
 
 
 def swda(

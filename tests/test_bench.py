@@ -1,0 +1,174 @@
+"""The benchmark: its reduced mode in-process, the CLI once, and the memory meter.
+
+Speeds are not asserted here (a shared machine makes them noise); what is
+asserted is that every case runs and reports consistent fields, and that the
+peak-memory meter counts bytes exactly.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dilate_lab.bench import (
+    QUICK_LAYOUTS,
+    TARGETS,
+    check_targets,
+    format_table,
+    peak_memory_bytes,
+    run_benchmark,
+    run_scaling,
+    scaling_figure,
+)
+
+MIB = 2**20
+TIMED_FIELDS = {
+    "device",
+    "device_name",
+    "impl",
+    "layout",
+    "layout_desc",
+    "repeats",
+    "floor_ms",
+    "forward_ms",
+    "fwd_bwd_ms",
+    "forward_peak_mb",
+    "fwd_bwd_peak_mb",
+    "forward_vs_floor",
+    "forward_speedup",
+    "fwd_bwd_speedup",
+    "fwd_bwd_memory_fraction",
+}
+
+
+@pytest.fixture(scope="module")
+def quick_rows():
+    return run_benchmark("cpu", impls=["shift", "fused"], quick=True, threads=1, progress=None)
+
+
+def test_peak_memory_counts_bytes_exactly():
+    """Held together: 1 MiB + 2 MiB; one after the other: only the larger counts."""
+
+    def held_together():
+        a = torch.empty(MIB // 4)  # 1 MiB of float32
+        b = torch.empty(MIB // 2)  # 2 MiB
+        del a, b
+
+    def one_after_the_other():
+        a = torch.empty(MIB // 4)
+        del a
+        b = torch.empty(MIB // 2)
+        del b
+
+    assert peak_memory_bytes(held_together, "cpu") == 3 * MIB
+    assert peak_memory_bytes(one_after_the_other, "cpu") == 2 * MIB
+    assert peak_memory_bytes(lambda: None, "cpu") == 0
+
+
+def test_quick_rows_have_every_field(quick_rows):
+    layouts = [layout.name for layout in QUICK_LAYOUTS]
+    assert [(r["layout"], r["impl"]) for r in quick_rows] == [
+        (layout, impl) for layout in layouts for impl in ("unfold", "shift", "fused")
+    ]
+    for row in quick_rows:
+        assert TIMED_FIELDS <= set(row), TIMED_FIELDS - set(row)
+        assert row["device"] == "cpu" and row["repeats"] == 2
+        assert row["forward_ms"] > 0 and row["fwd_bwd_ms"] > 0 and row["floor_ms"] > 0
+        assert row["fwd_bwd_peak_mb"] > 0
+        assert row["forward_vs_floor"] == pytest.approx(row["forward_ms"] / row["floor_ms"])
+
+
+def test_ratios_are_against_unfold_of_the_same_layout(quick_rows):
+    for layout in {r["layout"] for r in quick_rows}:
+        rows = {r["impl"]: r for r in quick_rows if r["layout"] == layout}
+        base, fused = rows["unfold"], rows["fused"]
+        assert base["forward_speedup"] == pytest.approx(1.0)
+        assert base["fwd_bwd_memory_fraction"] == pytest.approx(1.0)
+        assert fused["fwd_bwd_speedup"] == pytest.approx(base["fwd_bwd_ms"] / fused["fwd_bwd_ms"])
+        # memory is deterministic: fused never holds a k*k copy of K or V, unfold does
+        assert fused["fwd_bwd_memory_fraction"] < 0.5
+
+
+def test_targets_and_table(quick_rows):
+    targets = check_targets(quick_rows)
+    assert {t["target"] for t in targets} == set(TARGETS)
+    assert {t["impl"] for t in targets} == {"fused"}
+    for t in targets:
+        assert t["met"] == (
+            t["value"] <= t["goal"] if t["comparison"] == "<=" else t["value"] >= t["goal"]
+        )
+    table = format_table(quick_rows)
+    assert table.splitlines()[0].startswith("| implementation | layout | forward ms")
+    assert sum(line.startswith("| fused |") for line in table.splitlines()) == len(QUICK_LAYOUTS)
+
+
+def test_naive_is_skipped_where_it_refuses():
+    from dilate_lab.bench import Layout
+
+    big = Layout(
+        "big", batch=1, height=120, width=120, heads_per_group=1, head_dim=4, dilations=(1,)
+    )
+    rows = run_benchmark("cpu", impls=["naive"], layouts=[big], repeats=1, threads=1, progress=None)
+    naive = next(r for r in rows if r["impl"] == "naive")
+    assert "forward_ms" not in naive and "refuses" in naive["skipped"]
+
+
+def test_scaling_figure():
+    rows = run_scaling("cpu", impls=["fused"], sides=(5, 7), quick=True, threads=1, progress=None)
+    assert [(r["side"], r["impl"]) for r in rows] == [
+        (5, "unfold"),
+        (5, "fused"),
+        (7, "unfold"),
+        (7, "fused"),
+    ]
+    fig = scaling_figure(rows)
+    time_ax, mem_ax = fig.axes
+    assert [line.get_label() for line in time_ax.lines] == ["unfold (cpu)", "fused (cpu)"]
+    assert list(mem_ax.lines[1].get_xdata()) == [5, 7]
+
+
+def test_cli_quick_json(tmp_path):
+    path = tmp_path / "bench.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dilate_lab.bench",
+            "--quick",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            "--impls",
+            "fused",
+            "--json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    if not torch.cuda.is_available():
+        assert "no CUDA device: CPU only" in result.stdout
+    assert "| fused | quick1 |" in result.stdout
+    assert "quick1 fused: forward" in result.stderr  # a progress line per case
+    report = json.loads(path.read_text())
+    assert {"torch", "threads", "cuda_device", "rows", "targets"} <= set(report)
+    assert report["threads"] == 1
+    assert {r["impl"] for r in report["rows"]} == {"unfold", "fused"}
+    for row in report["rows"]:
+        assert TIMED_FIELDS <= set(row)
+
+
+def test_cli_rejects_unknown_impl():
+    result = subprocess.run(
+        [sys.executable, "-m", "dilate_lab.bench", "--quick", "--impls", "fast_please"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "--impls" in result.stderr and "fast_please" in result.stderr
