@@ -28,7 +28,7 @@ from ._checks import (
     check_scale,
 )
 from .geometry import inside_mask
-from .swda import SWDA_IMPLS, _shifted_views, swda
+from .swda import _shifted_views, check_impl, swda
 from .tracing import record
 
 __all__ = ["MultiDilateAttention", "check_dilations", "check_probability"]
@@ -55,11 +55,6 @@ def check_dilations(dilation, name: str = "dilation") -> tuple[int, ...]:
     for i, r in enumerate(dilation):
         check_dilation(r, f"{name}[{i}]")
     return tuple(int(r) for r in dilation)
-
-
-def check_impl(impl) -> None:
-    if impl != "auto" and impl not in SWDA_IMPLS:
-        raise ValueError(f"impl must be 'auto' or one of {SWDA_IMPLS}, got {impl!r}")
 
 
 def _swda_with_attention_dropout(q, k, v, kernel_size, dilation, padding, scale, dropout):

@@ -153,6 +153,13 @@ def available_impls(device) -> tuple[str, ...]:
     )
 
 
+def check_impl(impl) -> None:
+    """impl: "auto", a name in SWDA_IMPLS, or a device-specific one ("flex" on CUDA)."""
+    if impl != "auto" and impl not in _IMPLS:
+        only = ", ".join(f"{name!r} on {'/'.join(kinds).upper()} only" for name, kinds in _IMPL_DEVICE_TYPES.items())
+        raise ValueError(f"impl must be 'auto' or one of {SWDA_IMPLS} ({only}), got {impl!r}")
+
+
 def _auto_impl(device: torch.device) -> str:
     """FlexAttention's compiled kernel on CUDA (when Triton is there), the fused Function elsewhere."""
     return "flex" if flex_available(device) else "fused"
@@ -194,8 +201,7 @@ def swda(
     check_dilation(dilation)
     check_padding(padding)
     check_scale(scale)
-    if impl != "auto" and impl not in _IMPLS:
-        raise ValueError(f"impl must be 'auto' or one of {SWDA_IMPLS}, got {impl!r}")
+    check_impl(impl)
     B, heads, H, W, d = q.shape
     if impl == "naive" and H * W * kernel_size * kernel_size > NAIVE_MAX_STEPS:
         raise ValueError(
