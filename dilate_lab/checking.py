@@ -17,6 +17,8 @@ and prints nothing, so that tests can assert on it.
 
 from __future__ import annotations
 
+import os
+import sys
 import traceback
 from dataclasses import dataclass
 from typing import Callable
@@ -66,6 +68,16 @@ def is_blank(answer) -> bool:
     return answer is None or answer is Ellipsis
 
 
+_LIBRARY_DIRS = tuple(
+    os.path.dirname(os.path.abspath(module.__file__)) + os.sep for module in (torch, sys.modules[__package__])
+)
+
+
+def _is_learner_code(filename: str) -> bool:
+    """True for frames outside torch and dilate_lab: the learner's own lines."""
+    return not os.path.abspath(filename).startswith(_LIBRARY_DIRS)
+
+
 def call_answer(fn: Callable, *args, **kwargs):
     """Call a learner's function; blank templates become NotAttempted, crashes become Incorrect."""
     if is_blank(fn):
@@ -77,8 +89,11 @@ def call_answer(fn: Callable, *args, **kwargs):
     except NotImplementedError:
         raise NotAttempted("your function still raises NotImplementedError.") from None
     except Exception as error:  # the learner's own bug: report it, do not crash the notebook
-        frames = traceback.extract_tb(error.__traceback__)
-        where = f" (line {frames[-1].lineno}: {frames[-1].line})" if frames else ""
+        frames = [f for f in traceback.extract_tb(error.__traceback__) if _is_learner_code(f.filename)]
+        where = ""
+        if frames:
+            line = (frames[-1].line or "").strip()
+            where = f" (line {frames[-1].lineno}: {line})" if line else f" (line {frames[-1].lineno})"
         raise Incorrect(
             f"your function raised {type(error).__name__}: {error}{where}"
         ) from None

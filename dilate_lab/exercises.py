@@ -54,17 +54,19 @@ def _check_int(answer, expected: int, what: str, wrong_guesses: dict[int, str]) 
 def _check_span(answer) -> str:
     _check_int(
         answer,
-        expected=(3 - 1) * 2 + 1,
-        what="the span of a 3x3 window with dilation 2",
+        expected=(5 - 1) * 2 + 1,
+        what="the span of a 5x5 window with dilation 2",
         wrong_guesses={
-            3: "That is the kernel size: dilation spreads the same 3 positions further apart.",
-            6: "That is 3 * 2: count the pixels from the first window position to the last, "
+            5: "That is the kernel size: dilation spreads the same 5 positions further apart.",
+            10: "That is 5 * 2: count the pixels from the first window position to the last, "
             "both included, and do not count past the last one.",
-            4: "Off by one: count both the first and the last window position.",
-            7: "That would be a 3x3 window with dilation 3.",
+            8: "Off by one: count both the first and the last window position.",
+            11: "One gap too many: 5 positions have 4 gaps between them, each 2 pixels wide.",
+            13: "That would be a 5x5 window with dilation 3.",
+            5 * 5: "That is the number of positions in the window (k * k), not its width.",
         },
     )
-    return "a 3x3 window with dilation 2 covers pixels -2, 0 and +2: 5 pixels from end to end."
+    return "a 5x5 window with dilation 2 covers pixels -4, -2, 0, +2, +4: 9 pixels from end to end."
 
 
 lesson00 = SimpleNamespace(
@@ -72,11 +74,11 @@ lesson00 = SimpleNamespace(
         "the span of a dilated window",
         _check_span,
         hints=[
-            "Draw one row of the window: with dilation 2 the positions are -2, 0, +2 around the query.",
+            "Draw one row of the window: with dilation 2 the positions are -4, -2, 0, +2, +4 around the query.",
             "The span counts every pixel from the leftmost position to the rightmost, both included: "
-            "(kernel_size - 1) * dilation + 1.",
+            "(kernel_size - 1) gaps of dilation pixels, plus one.",
         ],
-        solution="span = (3 - 1) * 2 + 1   # = 5: positions -2, 0, +2 and the pixels between them",
+        solution="span = (5 - 1) * 2 + 1   # = 9: positions -4 ... +4 and the pixels between them",
     )
 )
 
@@ -142,22 +144,26 @@ _SWDA_CASES = [  # (kernel_size, dilation, (B, heads, H, W, head_dim))
 ]
 
 
-def _diagnose_swda(out, q, k, v, kernel_size, dilation) -> None:
-    """Explain the most likely mistake behind a wrong SWDA output, then fall back to a diff."""
+def _diagnose_swda(out, q, k, v, kernel_size, dilation, known_mistakes=()) -> None:
+    """Explain the most likely mistake behind a wrong SWDA output, then fall back to a diff.
+
+    ``known_mistakes``: (function, message) pairs; a function computes what a
+    typical wrong answer returns, and the message explains that mistake.
+    """
     expected = swda(q, k, v, kernel_size, dilation, impl="shift")
     try:
         compare(out, expected)
         return
     except Incorrect as mismatch:
         generic = mismatch
+    where = f"(kernel_size={kernel_size}, dilation={dilation})"
     if not isinstance(out, torch.Tensor) or out.shape != expected.shape:
-        raise generic
+        raise Incorrect(f"{where} {generic}")
     out = out.detach().to(expected.dtype)
 
     def same(other):
         return torch.allclose(out, other, atol=1e-5, rtol=1e-4)
 
-    where = f"(kernel_size={kernel_size}, dilation={dilation})"
     if same(swda(q, k, v, kernel_size, dilation, padding="mask", impl="shift")):
         raise Incorrect(
             f"{where} your border leaves padded positions out of the softmax (masking). The paper "
@@ -173,32 +179,42 @@ def _diagnose_swda(out, q, k, v, kernel_size, dilation) -> None:
         raise Incorrect(
             f"{where} your logits are not scaled: multiply q . k by head_dim ** -0.5 before the softmax."
         )
+    for mistake, message in known_mistakes:
+        if same(mistake(q, k, v, kernel_size, dilation)):
+            raise Incorrect(f"{where} {message}")
     interior = padding_counts(q.shape[2], q.shape[3], kernel_size, dilation) == 0  # H, W
     if interior.any() and torch.allclose(
         out[:, :, interior], expected[:, :, interior], atol=1e-5, rtol=1e-4
     ):
         raise Incorrect(
             f"{where} pixels whose window lies on the map are right, but border pixels differ: "
-            f"check the border. {generic}"
+            "check the border (careful: Python's negative indices wrap around, so k[:, :, -1] is "
+            f"the last row, not padding; test 0 <= row < H as well as row < H). {generic}"
         )
     raise Incorrect(f"{where} {generic}")
 
 
-def _check_swda_function(fn, must_call=None) -> None:
+def _check_swda_function(fn, must_call=None, known_mistakes=(), crash_advice=None) -> None:
+    """Run a learner's SWDA on every case; ``crash_advice(message)`` may add a tip to a crash."""
     for case, (kernel_size, dilation, shape) in enumerate(_SWDA_CASES):
+        where = f"(kernel_size={kernel_size}, dilation={dilation}, q of shape {shape})"
         q, k, v = _random_qkv(shape, seed=case)
         q.requires_grad_(True)
         k.requires_grad_(True)
         v.requires_grad_(True)
         originals = [t.detach().clone() for t in (q, k, v)]
-        with _FunctionRecorder() as calls:
-            out = call_answer(fn, q, k, v, kernel_size, dilation)
+        try:
+            with _FunctionRecorder() as calls:
+                out = call_answer(fn, q, k, v, kernel_size, dilation)
+        except Incorrect as crash:
+            tip = crash_advice(str(crash)) if crash_advice else ""
+            raise Incorrect(f"{where} {crash}{' ' + tip if tip else ''}") from None
         if must_call is not None and not any(f in calls.seen for f in must_call[0]):
             raise Incorrect(must_call[1])
         for name, t, before in zip("qkv", (q, k, v), originals):
             if not torch.equal(t.detach(), before):
                 raise Incorrect(f"your function modified its input {name} in place; leave inputs untouched.")
-        _diagnose_swda(out, q.detach(), k.detach(), v.detach(), kernel_size, dilation)
+        _diagnose_swda(out, q.detach(), k.detach(), v.detach(), kernel_size, dilation, known_mistakes)
         if not out.requires_grad:
             raise Incorrect(
                 "the output does not require grad: no gradient can reach q, k or v. Did you "
@@ -234,6 +250,30 @@ def _check_swda_loop(fn) -> str:
     )
 
 
+def _unfold_rows_as_positions_then_channels(q, k, v, kernel_size, dilation):
+    """The typical mistake: splitting unfold's d*k*k rows as (k*k, d) instead of (d, k*k)."""
+    B, heads, H, W, d = q.shape
+    kk = kernel_size * kernel_size
+
+    def windows(x):
+        x = x.permute(0, 1, 4, 2, 3).reshape(B * heads, d, H, W)  # B*heads, d, H, W
+        cols = F.unfold(x, kernel_size, dilation=dilation, padding=dilation * (kernel_size // 2))
+        return cols.reshape(B, heads, kk, d, H * W).permute(0, 1, 4, 2, 3)  # B, heads, H*W, kk, d
+
+    logits = (q.reshape(B, heads, H * W, 1, d) * d**-0.5) @ windows(k).transpose(-1, -2)
+    return (torch.softmax(logits, dim=-1) @ windows(v)).reshape(B, heads, H, W, d)
+
+
+def _unfold_crash_advice(message: str) -> str:
+    if "RuntimeError" in message and ("invalid" in message or "size" in message):
+        return (
+            "A shape error after F.unfold usually means the number of columns is not H*W: "
+            "pad by dilation * (kernel_size // 2), not kernel_size // 2, so that every pixel gets "
+            "exactly one window."
+        )
+    return ""
+
+
 def _check_swda_unfold(fn) -> str:
     _check_swda_function(
         fn,
@@ -242,6 +282,14 @@ def _check_swda_unfold(fn) -> str:
             "your function never calls F.unfold (or nn.Unfold): this exercise is about the "
             "vectorised form. Unfold K and V into (B*heads, d*k*k, H*W) columns.",
         ),
+        known_mistakes=[
+            (
+                _unfold_rows_as_positions_then_channels,
+                "you split unfold's d*k*k rows as (k*k, d); they are ordered (channel, window "
+                "position): reshape to (B, heads, d, k*k, H*W), then permute the pixels first.",
+            )
+        ],
+        crash_advice=_unfold_crash_advice,
     )
     return "your unfold version matches the loop's semantics exactly, border and gradients included."
 

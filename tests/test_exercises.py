@@ -171,6 +171,69 @@ def test_printed_solutions_are_right():
 
 
 # --------------------------------------------------------------------------- lesson 03
+def rows_split_wrong(q, k, v, kernel_size, dilation):
+    """Unfold's rows read as (window position, channel): the classic reshape mistake."""
+    B, heads, H, W, d = q.shape
+    kk = kernel_size**2
+
+    def windows(x):
+        cols = F.unfold(
+            x.permute(0, 1, 4, 2, 3).reshape(B * heads, d, H, W),
+            kernel_size, dilation=dilation, padding=dilation * (kernel_size // 2),
+        )
+        return cols.reshape(B, heads, kk, d, H * W).permute(0, 1, 4, 2, 3)
+
+    logits = (q.reshape(B, heads, H * W, 1, d) / d**0.5) @ windows(k).transpose(-1, -2)
+    return (torch.softmax(logits, -1) @ windows(v)).reshape(B, heads, H, W, d)
+
+
+def padded_without_dilation(q, k, v, kernel_size, dilation):
+    """A full unfold answer that pads by kernel_size // 2, forgetting the dilation."""
+    B, heads, H, W, d = q.shape
+    kk = kernel_size**2
+
+    def windows(x):
+        cols = F.unfold(x.permute(0, 1, 4, 2, 3).reshape(B * heads, d, H, W), kernel_size,
+                        dilation=dilation, padding=kernel_size // 2)
+        return cols.reshape(B, heads, d, kk, H * W).permute(0, 1, 4, 3, 2)
+
+    logits = (q.reshape(B, heads, H * W, 1, d) / d**0.5) @ windows(k).transpose(-1, -2)
+    return (torch.softmax(logits, -1) @ windows(v)).reshape(B, heads, H, W, d)
+
+
+def wraps_around(q, k, v, kernel_size, dilation):
+    """Checks only the upper bound, so k[:, :, -1] silently reads the last row."""
+    B, heads, H, W, d = q.shape
+    half = kernel_size // 2
+    out = []
+    for i in range(H):
+        for j in range(W):
+            logits, values = [], []
+            for p in range(-half, half + 1):
+                for s in range(-half, half + 1):
+                    a, b = i + p * dilation, j + s * dilation
+                    inside = a < H and b < W
+                    logits.append((q[:, :, i, j] * (k[:, :, a, b] if inside else 0 * k[:, :, 0, 0])).sum(-1) / d**0.5)
+                    values.append(v[:, :, a, b] if inside else 0 * v[:, :, 0, 0])
+            w = torch.softmax(torch.stack(logits, -1), -1)
+            out.append((w.unsqueeze(-1) * torch.stack(values, -2)).sum(-2))
+    return torch.stack(out, 2).reshape(B, heads, H, W, d)
+
+
+def test_wrap_around_border_mistake_is_explained():
+    feedback = lesson02.swda_loop.evaluate(wraps_around)
+    assert feedback.status == "incorrect"
+    assert "negative indices wrap around" in feedback.message
+
+
+def test_unfold_specific_mistakes():
+    wrong_split = lesson03.swda_unfold.evaluate(rows_split_wrong)
+    assert wrong_split.status == "incorrect" and "(channel, window position)" in wrong_split.message
+    bad_padding = lesson03.swda_unfold.evaluate(padded_without_dilation)
+    assert bad_padding.status == "incorrect"
+    assert "dilation=2" in bad_padding.message and "dilation * (kernel_size // 2)" in bad_padding.message
+
+
 def test_unfold_feedback():
     assert lesson03.swda_unfold.evaluate(right_unfold).correct
     loop_feedback = lesson03.swda_unfold.evaluate(right_loop)
@@ -182,8 +245,9 @@ def test_unfold_feedback():
 # --------------------------------------------------------------------------- small exercises
 @pytest.mark.parametrize(
     "answer,kind,phrase",
-    [(5, "correct", "5 pixels"), (None, "not attempted", "empty"), (3, "incorrect", "kernel size"),
-     (6, "incorrect", "both included"), (5.0, "incorrect", "expected an int"), (9, "incorrect", "9 is not")],
+    [(9, "correct", "9 pixels"), (None, "not attempted", "empty"), (5, "incorrect", "kernel size"),
+     (10, "incorrect", "both included"), (25, "incorrect", "k * k"), (9.0, "incorrect", "expected an int"),
+     (7, "incorrect", "7 is not")],
 )
 def test_span_feedback(answer, kind, phrase):
     feedback = lesson00.span.evaluate(answer)
