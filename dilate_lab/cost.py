@@ -2,7 +2,8 @@
 
 Global attention is written out the way a ViT computes it, ``softmax(Q K^T / sqrt(d)) V``
 with the (N, N) matrix in memory, N = H * W; SWDA is ``dilate_lab.swda``. For each
-map side the forward pass of both is timed (median of ``repeats``, taking turns)
+map side the forward pass of both is timed (the best of ``repeats`` runs, taking
+turns: on a shared machine the fastest run is the one least disturbed)
 and its peak memory measured with ``bench.peak_memory_bytes`` (exact allocator
 accounting on CPU, ``max_memory_allocated`` on CUDA).
 
@@ -12,7 +13,6 @@ compute all N^2 scores: the time grows as N^2 either way.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Sequence
 
@@ -36,7 +36,7 @@ def global_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     return out.reshape(B, heads, H, W, d)
 
 
-def _median_ms(fn, device: torch.device, repeats: int) -> list[float]:
+def _times_ms(fn, device: torch.device, repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):
         if device.type == "cuda":
@@ -59,7 +59,7 @@ def measure_global_vs_window(
     repeats: int = 5,
     seed: int = 0,
 ) -> list[dict]:
-    """Forward time (median ms) and peak memory of global attention and SWDA on side x side maps.
+    """Forward time (best of ``repeats``, ms) and peak memory of global attention and SWDA on side x side maps.
 
     Returns one dict per side: ``side``, ``tokens`` (N), ``global_scores`` (N^2),
     ``window_scores`` (N k^2), ``global_ms``, ``window_ms``, ``global_peak_bytes``,
@@ -86,8 +86,8 @@ def measure_global_vs_window(
             run_global(), run_window()  # warm-up
             global_times, window_times = [], []
             for _ in range(repeats):  # take turns, so that load elsewhere hits both alike
-                global_times += _median_ms(run_global, device, 1)
-                window_times += _median_ms(run_window, device, 1)
+                global_times += _times_ms(run_global, device, 1)
+                window_times += _times_ms(run_window, device, 1)
             n = side * side
             rows.append(
                 {
@@ -95,8 +95,8 @@ def measure_global_vs_window(
                     "tokens": n,
                     "global_scores": heads * n * n,
                     "window_scores": heads * n * kernel_size**2,
-                    "global_ms": statistics.median(global_times),
-                    "window_ms": statistics.median(window_times),
+                    "global_ms": min(global_times),
+                    "window_ms": min(window_times),
                     "global_peak_bytes": peak_memory_bytes(run_global, device),
                     "window_peak_bytes": peak_memory_bytes(run_window, device),
                 }

@@ -773,7 +773,8 @@ def plot_window_coverage(
 
     With the paper's zero padding and all logits equal (q = k = 0) and all values 1,
     SWDA outputs exactly this share: the padded positions take the rest of the
-    softmax mass and contribute zeros. Cells show "n/k*k".
+    softmax mass and contribute zeros. Cells show "n/k*k" (or n alone on larger
+    windows and maps): n window positions of k*k on the map.
 
     Artists: one ``"coverage-r<dilation>"`` image per panel, its array the share.
     """
@@ -788,18 +789,20 @@ def plot_window_coverage(
         inside = kk - padding_counts(height, width, kernel_size, dilation)  # H, W
         share = inside.double().numpy() / kk
         image = ax.imshow(share, vmin=0, vmax=1, cmap="viridis", gid=f"coverage-r{dilation}")
-        if height * width <= 144:
+        if height * width <= 144:  # label each cell: "n/k*k", or just n where that would not fit
             for i in range(height):
                 for j in range(width):
                     n = int(inside[i, j])
-                    ax.text(j, i, f"{n}/{kk}", ha="center", va="center", fontsize=6,
+                    label = f"{n}/{kk}" if kk < 10 and width <= 8 else str(n)
+                    ax.text(j, i, label, ha="center", va="center", fontsize=7,
                             color="white" if n / kk < 0.6 else "black")
         ax.set_title(f"dilation {dilation}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(image, ax=list(axes), shrink=0.8, label="share of softmax on real keys")
     fig.suptitle(
-        f"kernel {kernel_size} on a {height}x{width} map, zero padding: q = k = 0, v = 1 gives exactly this",
+        f"kernel {kernel_size} on a {height}x{width} map: window positions on the map (of {kk}); "
+        "with zero padding, q = k = 0 and v = 1, SWDA outputs exactly this share",
         fontsize=9,
     )
     call = _call_text(
@@ -905,7 +908,7 @@ def plot_attention_cost(rows: Sequence[dict]) -> Figure:
     tokens = np.array([row["tokens"] for row in rows], dtype=float)
     fig = Figure(figsize=(8.4, 3.4), dpi=80)
     ax_time, ax_mem = fig.subplots(1, 2)
-    panels = [(ax_time, "ms", "forward time (ms, median)", 1.0), (ax_mem, "peak_bytes", "peak memory (MiB)", 2**-20)]
+    panels = [(ax_time, "ms", "forward time (ms, best run)", 1.0), (ax_mem, "peak_bytes", "peak memory (MiB)", 2**-20)]
     for ax, key, label, unit in panels:
         for kind, colour in (("global", _BEYOND_COLOR), ("window", _ATTENDED_COLOR)):
             values = [row[f"{kind}_{key}"] for row in rows]
