@@ -1,4 +1,4 @@
-"""Three bugs found in DilateFormer code that circulates, each kept as a small module.
+"""Three bugs of DilateFormer code, one reported and two easy to make, each kept as a small module.
 
 Every class here is DELIBERATELY WRONG. They exist so that lesson 04 can show
 each bug in a few lines, and so that learners can write the checks that catch
@@ -14,17 +14,23 @@ differs from it in exactly one place:
    per-dilation outputs are written with ``x[i] = ...`` into a view of the
    module's input, which the qkv convolution saved for its backward pass. The
    forward pass is right; ``backward()`` raises "one of the variables needed
-   for gradient computation has been modified by an inplace operation"
-   (official issues #2 and #13). The write also overwrites the caller's input.
-2. ``DetachedMultiDilateAttention``, the widely copied "fix": q, k and v are
-   detached before the attention, so the convolution leaves the graph and
-   backward runs. The forward pass is still right, and training runs, but the
-   qkv projection never receives a gradient (its ``.grad`` stays None) and
-   nothing reaches the input through the attention either.
-3. ``FixedRateMultiDilateAttention``, a port that builds one ``nn.Unfold``
-   with a fixed rate and uses it for every group: every group attends to the
-   same 3x3 neighbourhood, whatever ``dilation`` says. No error, no warning:
-   the output equals a correct module with all dilations set to 1.
+   for gradient computation has been modified by an inplace operation", as
+   reported in the official repository's issues #2, #12 and #13. The write
+   also overwrites the caller's input. (Issue #13's workaround,
+   ``self.qkv(x.clone())``, lets the convolution save a copy that the writes
+   do not touch; building the output out of place, as ``MultiDilateAttention``
+   does, avoids the write altogether.)
+2. ``DetachedMultiDilateAttention``, a tempting "fix" of the same error (one
+   you may find online or write yourself): q, k and v are detached before the
+   attention, so the convolution leaves the graph and backward runs. The
+   forward pass is still right, and training runs, but the qkv projection
+   never receives a gradient (its ``.grad`` stays None) and nothing reaches
+   the input through the attention either.
+3. ``FixedRateMultiDilateAttention``, a port you may write (or find) that
+   builds one ``nn.Unfold`` with a fixed rate and uses it for every group:
+   every group attends to the same 3x3 neighbourhood, whatever ``dilation``
+   says. No error, no warning: the output equals a correct module with all
+   dilations set to 1.
 
 The per-group attention (``_unfold_attention``) is the paper's unfold form,
 written as the official code computes it: zero padding, queries scaled by
@@ -155,8 +161,8 @@ class InPlaceMultiDilateAttention(_BuggyMultiDilateAttention):
 class DetachedMultiDilateAttention(_BuggyMultiDilateAttention):
     """DELIBERATELY WRONG: detaches q, k and v, so the qkv projection never learns.
 
-    The "fix" for ``InPlaceMultiDilateAttention`` that circulates: detach q, k,
-    v before the attention (and keep the in-place writes). backward() now runs,
+    A tempting "fix" for ``InPlaceMultiDilateAttention``: detach q, k, v
+    before the attention (and keep the in-place writes). backward() now runs,
     because the qkv convolution is no longer in the graph, which is exactly why
     ``qkv.weight.grad`` stays None. The forward output is correct.
     """
@@ -182,9 +188,10 @@ class FixedRateMultiDilateAttention(_BuggyMultiDilateAttention):
     """DELIBERATELY WRONG: one unfold with a fixed rate for every group; the dilation is ignored.
 
     A port that builds ``nn.Unfold(kernel_size, dilation=1, padding=kernel_size // 2)``
-    once and reuses it in every group. It keeps ``self.dilation`` and prints it,
-    but every group attends to the same undilated k x k window. Otherwise it is
-    correct (out of place, gradients flow).
+    once and reuses it in every group (the official code builds one unfold per
+    dilation, inside each group's own attention module). It keeps
+    ``self.dilation`` and prints it, but every group attends to the same
+    undilated k x k window. Otherwise it is correct (out of place, gradients flow).
     """
 
     bug = "one nn.Unfold with dilation 1 for every group: the dilations are ignored"

@@ -13,6 +13,7 @@ which the package tests check against an independent dense reference.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from types import SimpleNamespace
 
@@ -28,6 +29,7 @@ from .bugs import (
 )
 from .checking import Exercise, Incorrect, NotAttempted, call_answer, compare, is_blank
 from .geometry import padding_counts, window_offsets
+from .models import DilateFormer
 from .msda import MultiDilateAttention
 from .swda import swda
 
@@ -522,7 +524,8 @@ def _check_msda(fn) -> str:
                 raise Incorrect(f"no gradient reaches {name}: somewhere the computation leaves autograd.")
     return (
         "your MSDA gives each contiguous block of heads its own dilation, in order, with "
-        "gradients flowing: exactly eq. (4)-(5) of the paper, before the output projection."
+        "gradients flowing: exactly eq. (4) and the Concat of eq. (5) of the paper (the Linear "
+        "projection of eq. (5) stays in the module)."
     )
 
 
@@ -569,7 +572,7 @@ def _check_backward_runs(fn) -> str:
         (lambda: _msda_module(InPlaceMultiDilateAttention), "InPlaceMultiDilateAttention", False,
          "its backward() raises a RuntimeError. Did your check run backward()?"),
         (lambda: _msda_module(DetachedMultiDilateAttention), "DetachedMultiDilateAttention", True,
-         "its backward() runs (that is why the 'fix' spread). This check answers one question only: "
+         "its backward() runs (that is what makes the 'fix' tempting). This check answers one question only: "
          "does backward raise?"),
     ])
     return (
@@ -635,8 +638,9 @@ lesson04 = SimpleNamespace(
         "multi-scale dilated attention, functional",
         _check_msda,
         hints=[
-            "Split the heads (dim 1) into len(dilations) contiguous blocks of heads // len(dilations) "
-            "heads: block i is q[:, i * n : (i + 1) * n].",
+            "Split the heads (dim 1) into len(dilations) contiguous blocks of "
+            "per_group = heads // len(dilations) heads: block i is "
+            "q[:, i * per_group : (i + 1) * per_group].",
             "Run swda(q_i, k_i, v_i, kernel_size, dilations[i]) on each block, then torch.cat the "
             "outputs along dim 1.",
         ],
@@ -646,7 +650,7 @@ def msda(q, k, v, kernel_size, dilations):
     outputs = []
     for i, r in enumerate(dilations):
         heads = slice(i * per_group, (i + 1) * per_group)     # a contiguous block of heads
-        outputs.append(swda(q[:, heads], k[:, heads], v[:, heads], kernel_size, r))  # B, n, H, W, d
+        outputs.append(swda(q[:, heads], k[:, heads], v[:, heads], kernel_size, r))  # B, per_group, H, W, d
     return torch.cat(outputs, dim=1)                          # B, heads, H, W, d
 ''',
     ),
@@ -708,23 +712,48 @@ def dilation_matters(module):
 
 # --------------------------------------------------------------------------- lesson 05, continued
 _STAGES = 4
+_STAGE_CASES = [(224, 72), (256, 96), (64, 72), (384, 96), (200, 72), (240, 96)]
+"""(image_size, embed_dim): multiples of 32 first, then 200 and 240, where a stride-2
+convolution meets an odd side (25 -> 13, 15 -> 8) and rounds up."""
+
+
+def _halve(side: int) -> int:
+    """A 3x3 convolution with stride 2 and padding 1: floor((n + 2 - 3) / 2) + 1 = ceil(n / 2)."""
+    return (side + 1) // 2
+
+
+@functools.lru_cache(maxsize=16)
+def _stage_shapes(image_size: int, embed_dim: int) -> tuple[tuple[int, int, int], ...]:
+    """(channels, height, width) entering the first block of each stage, measured on a real model.
+
+    A DilateFormer with ``embed_dim`` (one block per stage: depth changes no shape)
+    runs on PyTorch's meta device (shapes only, no memory or time). Its stem and
+    stages are called directly, because ``DilateFormer.forward`` insists on sides
+    that are multiples of 32 while the convolutions take any size.
+    """
+    model = DilateFormer(embed_dim=embed_dim, depths=(1,) * _STAGES, num_classes=0, drop_path_rate=0.0)
+    model = model.to("meta").eval()
+    x = torch.zeros(1, 3, image_size, image_size, device="meta")  # B, 3, H, W
+    shapes = []
+    with torch.no_grad():
+        x = model.patch_embed(x)  # B, embed_dim, H/4, W/4 (rounded up)
+        for stage in model.stages:
+            shapes.append(tuple(int(n) for n in x.shape[1:]))  # C, H, W
+            x = stage(x)
+    return tuple(shapes)
 
 
 def _pyramid(image_size: int, channels: int, divisor: int) -> list[tuple[int, int, int]]:
-    """Four (channels, side, side) maps from (channels, image_size // divisor), halving and doubling."""
+    """Four (channels, side, side) maps from (channels, image_size // divisor), halving (rounding
+    down) and doubling: the answers of common mistakes."""
     return [
         (channels * 2**i, image_size // (divisor * 2**i), image_size // (divisor * 2**i))
         for i in range(_STAGES)
     ]
 
 
-def _stage_shapes(image_size: int, embed_dim: int) -> list[tuple[int, int, int]]:
-    """(channels, height, width) the blocks of each DilateFormer stage work on: the stem divides by 4."""
-    return _pyramid(image_size, embed_dim, 4)
-
-
 def _check_stage_shapes(fn) -> str:
-    for image_size, embed_dim in [(224, 72), (256, 96), (64, 72), (384, 96)]:
+    for image_size, embed_dim in _STAGE_CASES:
         got = call_answer(fn, image_size, embed_dim)
         try:
             got = [tuple(int(n) for n in shape) for shape in got]
@@ -733,7 +762,7 @@ def _check_stage_shapes(fn) -> str:
                 f"stage_shapes({image_size}, {embed_dim}) returned {got!r}: return a list of four "
                 "(channels, height, width) tuples."
             ) from None
-        expected = _stage_shapes(image_size, embed_dim)
+        expected = list(_stage_shapes(image_size, embed_dim))
         if got == expected:
             continue
         call = f"stage_shapes({image_size}, {embed_dim}) returned {got}, expected {expected}"
@@ -753,10 +782,18 @@ def _check_stage_shapes(fn) -> str:
                 f"{call}: those are the maps after each stage's downsampling. The blocks of stage 1 work "
                 "on the stem's output; the last stage does not downsample."
             )
+        if got == _pyramid(image_size, embed_dim, 4):
+            odd = next(side for _, side, _ in expected if side % 2)
+            raise Incorrect(
+                f"{call}: a 3x3 convolution with stride 2 and padding 1 turns n pixels into "
+                f"ceil(n / 2) = (n + 1) // 2, not n // 2; a side of {odd} becomes {_halve(odd)}. "
+                "Halve step by step, rounding up, rather than dividing the image side once."
+            )
         raise Incorrect(f"{call}.")
     return (
-        "each stage halves the side and doubles the channels: the attention works on 56x56, 28x28, "
-        "14x14 and 7x7 maps of a 224x224 image, and only the first two (the large ones) use dilated windows."
+        "each stride-2 convolution halves the side (rounding up) and each downsampling doubles the "
+        "channels: the attention works on 56x56, 28x28, 14x14 and 7x7 maps of a 224x224 image (13x13 "
+        "and 7x7 in the last two stages at 200), and only the first two (the large ones) use dilated windows."
     )
 
 
@@ -764,12 +801,21 @@ lesson05.stage_shapes = Exercise(
     "feature-map sizes through the stages",
     _check_stage_shapes,
     hints=[
-        "The stem divides the side by 4; every downsampling between stages halves it and doubles "
-        "the channels.",
-        "Stage i (counting from 0) works on embed_dim * 2**i channels at image_size // (4 * 2**i).",
+        "The stem divides the side by 4 (two stride-2 convolutions); every downsampling between "
+        "stages halves it and doubles the channels. Stage i (from 0) has embed_dim * 2**i channels.",
+        "A 3x3 convolution with stride 2 and padding 1 turns a side of n into (n + 1) // 2 (it rounds "
+        "up: 25 becomes 13). Apply that twice for the stem, then once between stages: "
+        "side = (side + 1) // 2.",
     ],
     solution='''
 def stage_shapes(image_size, embed_dim):
-    return [(embed_dim * 2**i, image_size // (4 * 2**i), image_size // (4 * 2**i)) for i in range(4)]
+    side = image_size
+    for _ in range(2):                    # the stem's two stride-2 convolutions
+        side = (side + 1) // 2            # 3x3, stride 2, padding 1: ceil(side / 2)
+    shapes = []
+    for i in range(4):
+        shapes.append((embed_dim * 2**i, side, side))
+        side = (side + 1) // 2            # the downsampling after the stage
+    return shapes
 ''',
 )

@@ -13,11 +13,12 @@ centred on x = col, y = row, with row 0 at the top, like ``imshow``.
 
 The map figures print, at their foot, the call that produced them.
 
-Three small computations live next to their figures because nothing else uses
+Small computations live next to their figures because nothing else uses
 them: the inward-shifted window of NATTEN (``shifted_window``), the softmax
 weights of one border query under three border rules (``border_attention``),
-and the gradient-based effective receptive field of a stack of SWDA layers
-(``effective_receptive_field``).
+the gradient-based effective receptive field of a stack of SWDA layers
+(``effective_receptive_field``), and the map each stage of a DilateFormer works
+on (``dilateformer_stage_shapes``).
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ import numpy as np
 import torch
 from matplotlib.collections import PatchCollection
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.lines import Line2D
+from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch, Rectangle
+from matplotlib.ticker import MaxNLocator
 
 from ._checks import check_dilation, check_kernel_size, check_positive_int
 from .geometry import dilated_window, padding_counts, window_span
@@ -57,6 +61,9 @@ __all__ = [
     "plot_attention_heads",
     "plot_shape_trace",
     "format_bytes",
+    "StageShape",
+    "dilateformer_stage_shapes",
+    "plot_dilateformer_architecture",
     "plot_window_coverage",
     "unfold_integer_map",
     "plot_unfold_columns",
@@ -273,6 +280,19 @@ def _ranges_text(values: range) -> str:
     return str(values.start) if len(values) == 1 else f"{values.start}-{values.stop - 1}"
 
 
+def _mark_query(ax, row: int, col: int, corner: bool = False) -> None:
+    """The query: a gold outline around its cell and a gold star.
+
+    ``corner=True`` puts a small star in the cell's top-left corner, so that
+    what the figure draws or prints in the query's own cell stays visible.
+    """
+    outline = Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor=_QUERY_COLOR, lw=2.2, zorder=6)
+    outline.set_gid("query-cell")
+    ax.add_patch(outline)
+    x, y, size = (col - 0.3, row - 0.3, 7) if corner else (col, row, 12)
+    ax.plot([x], [y], marker="*", ms=size, color=_QUERY_COLOR, mec="black", mew=0.6, zorder=7, gid="query", ls="none")
+
+
 def plot_multi_scale(
     row: int = 7,
     col: int = 7,
@@ -286,33 +306,47 @@ def plot_multi_scale(
 ) -> Figure:
     """One query, every dilation group of MSDA at once, one colour per group (the paper's Fig. 4).
 
-    Each group's window positions are nested squares in the group's colour (group 0
-    the largest), so positions that two groups share show both colours. The table
-    beside says which heads and channels go to which dilation; the defaults are
-    stage 2 of DilateFormer-Tiny (dim 144, 6 heads, dilations 1, 2, 3).
+    Each group's window positions are squares in the group's colour. The squares
+    are nested (group 0 the largest, each later group a little smaller) only so
+    that a position two groups share shows both colours; their size means
+    nothing else. Hatched squares: window positions beyond the border, which the
+    paper's zero padding fills with zero keys. The query (gold outline, star in
+    its corner) lies in every group's window. The table beside says which heads
+    and channels go to which dilation; the defaults are stage 2 of
+    DilateFormer-Tiny (dim 144, 6 heads, dilations 1, 2, 3).
 
     Artists: ``"group-0"``, ``"group-1"``, ... (PatchCollections, one square per
-    on-map window position of that group), ``"query"``, and the table ``"groups-table"``.
+    on-map window position of that group), ``"padding-0"``, ``"padding-1"``, ...
+    (the group's positions beyond the border), ``"query"``, ``"query-cell"`` and
+    the table ``"groups-table"``.
     """
     groups = head_groups(dim, num_heads, dilations, kernel_size)
     dilations = tuple(g.dilation for g in groups)
     _check_query(row, col, height, width)
     image = _check_image(image)
     windows = [dilated_window(row, col, kernel_size, r, height, width) for r in dilations]
+    margin = max(dilations) * (kernel_size // 2)
 
-    fig = Figure(figsize=(7.6, 4.4), dpi=80)
-    ax = fig.add_axes((0.06, 0.12, 0.5, 0.74))
-    _draw_map(ax, height, width, margin=0, image=image)
+    fig = Figure(figsize=(7.6, 4.6), dpi=80)
+    ax = fig.add_axes((0.05, 0.12, 0.5, 0.74))
+    _draw_map(ax, height, width, margin=margin, image=image)
     step = 0.34 / len(groups)
     for group, window in zip(groups, windows):
         color = GROUP_COLORS[group.index % len(GROUP_COLORS)]
+        inset = 0.04 + step * group.index
         ax.add_collection(
             _cells(
-                window.inside_positions, f"group-{group.index}", inset=0.04 + step * group.index,
+                window.inside_positions, f"group-{group.index}", inset=inset,
                 facecolor=color, edgecolor="black", lw=0.4, alpha=0.9, zorder=2 + group.index * 0.01,
             )
         )
-    ax.plot([col], [row], marker="*", ms=12, color=_QUERY_COLOR, mec="black", zorder=5, gid="query", ls="none")
+        ax.add_collection(
+            _cells(
+                window.outside_positions, f"padding-{group.index}", inset=inset,
+                facecolor="none", edgecolor=color, hatch="////", lw=1.0, zorder=2 + group.index * 0.01,
+            )
+        )
+    _mark_query(ax, row, col, corner=True)
     ax.set_title(f"query ({row}, {col}): {len(groups)} dilation groups, kernel {kernel_size}", fontsize=9, y=1.01)
 
     table_ax = fig.add_axes((0.6, 0.12, 0.38, 0.74))
@@ -330,6 +364,15 @@ def plot_multi_scale(
     for g in groups:
         table[g.index + 1, 0].set_facecolor(GROUP_COLORS[g.index % len(GROUP_COLORS)])
     table_ax.set_title(f"dim {dim}, {num_heads} heads of {dim // num_heads} channels", fontsize=9, y=1.01)
+    n_padded = ", ".join(str(w.n_outside) for w in windows)
+    key = [
+        "Coloured squares: each group's window on the map. They are nested (group 0 largest) "
+        "only so that a position two groups share shows both colours.",
+        f"Hatched: beyond the border, zero padding ({n_padded} positions per group).",
+        "Gold outline, star in the corner: the query, which every group's window contains.",
+    ]
+    table_ax.text(0.0, 0.02, "\n".join(textwrap.fill(line, 48) for line in key), transform=table_ax.transAxes,
+                  fontsize=7, va="bottom", ha="left", gid="legend-text")
     fig.text(
         0.5, 0.02,
         _call_text("plot_multi_scale", row=row, col=col, height=height, width=width,
@@ -463,21 +506,24 @@ def plot_border_modes(
     col: int = 1,
     kernel_size: int = 3,
     dilation: int = 2,
-    height: int = 8,
-    width: int = 8,
+    height: int = 10,
+    width: int = 10,
     seed: int = 0,
 ) -> Figure:
     """Zero padding vs masking vs NATTEN's shifted window for one query near the border.
 
     Each panel colours the window positions by their softmax weight (seeded random
     queries and keys) and says how much of the softmax goes to padding. Weights
-    are printed in the cells (as percentages) for kernels up to 5.
+    are printed in the cells (as percentages) for kernels up to 5, the query's
+    own weight included: the query is marked by a gold outline and a small star
+    in the corner of its cell, so that its number stays readable.
 
     Artists: ``"zeros-window"``, ``"mask-window"``, ``"shifted-window"``
     (PatchCollections, one square per position that takes part in the softmax,
-    coloured by weight: ``get_array()`` holds the weights), ``"query"`` in each panel.
-    If the map is too small for NATTEN (kernel_size * dilation > map size), its
-    panel says so instead of drawing.
+    coloured by weight: ``get_array()`` holds the weights), ``"query"`` and
+    ``"query-cell"`` in each panel. If the map is too small for NATTEN
+    (kernel_size * dilation > map size), its panel says so, in a box wrapped to
+    the panel, instead of drawing.
     """
     _check_seed(seed)
     _check_query(row, col, height, width)
@@ -499,20 +545,21 @@ def plot_border_modes(
         if i > 0:  # same coordinates as the first panel; tick labels cost a third of a redraw
             ax.set_xticks([])
             ax.set_yticks([])
-        ax.plot([col], [row], marker="*", ms=11, color=_QUERY_COLOR, mec="black", zorder=5, gid="query", ls="none")
+        _mark_query(ax, row, col, corner=annotate)
         result = results[mode]
         if isinstance(result, str):
             ax.set_title(f"{_MODE_TITLES[mode]}\nnot possible here", fontsize=9, y=1.01)
+            # one clause a paragraph, each wrapped to the panel's width (about 34 characters at 7 pt)
+            message = "\n".join(textwrap.fill(part, 34) for part in result.split("; "))
             ax.text(
-                0.5, 0.5, result.replace("; ", ";\n"), transform=ax.transAxes, ha="center",
-                va="center", fontsize=7, wrap=True, bbox=dict(facecolor="white", edgecolor="0.5"),
+                0.5, 0.5, message + "\n(make the map larger)", transform=ax.transAxes, ha="center",
+                va="center", fontsize=7, clip_on=True, bbox=dict(facecolor="white", edgecolor="0.5"),
             )
             continue
         cells = _cells(result.positions, f"{mode}-window", inset=0.04, cmap="viridis", edgecolor="black", lw=0.5, zorder=2)
         cells.set_array(result.weights)
         cells.set_clim(0.0, max(float(result.weights.max()), 1e-9))
         if mode == "zeros":
-            cells.set_hatch(None)
             outside_cells = [p for p, out in zip(result.positions, result.outside) if out]
             ax.add_collection(
                 _cells(outside_cells, "beyond-border", inset=0.04, facecolor="none", edgecolor=_BEYOND_COLOR, hatch="///", lw=1.0, zorder=3)
@@ -520,7 +567,8 @@ def plot_border_modes(
         ax.add_collection(cells)
         if annotate:
             for (r, c), w in zip(result.positions, result.weights):
-                ax.text(c, r, f"{100 * w:.0f}", ha="center", va="center", fontsize=6, color="white" if w < 0.6 * result.weights.max() else "black", zorder=4)
+                ax.text(c + 0.08, r + 0.08, f"{100 * w:.0f}", ha="center", va="center", fontsize=6,
+                        color="white" if w < 0.6 * result.weights.max() else "black", zorder=8)
         n_keys = len(result.positions) - sum(result.outside)
         ax.set_title(
             f"{_MODE_TITLES[mode]}\n{n_keys} real keys; {100 * result.padding_mass:.1f}% of the softmax on padding",
@@ -602,11 +650,13 @@ def plot_effective_receptive_field(
 ) -> Figure:
     """Effective receptive fields of stacks of SWDA layers, one panel per dilation schedule.
 
-    Colour: log10 of |gradient| relative to its maximum, clipped at -6; white:
-    exactly zero (no chain of windows reaches the pixel). Dashed square: the
-    theoretical span 1 + sum (k - 1) * r. With [1, 2, 3] the three layers cover
-    13 x 13 pixels without holes; [1, 1, 1] only 7 x 7; [2, 2, 2] 13 x 13 but
-    with holes (the "gridding" of stacked dilations).
+    Colour: log10 of |gradient| relative to its maximum, on one scale for all
+    panels, from 0 down to the smallest value any panel reaches (rounded down to
+    half a decade, and never below -6, where the colours would only show
+    rounding); white: exactly zero (no chain of windows reaches the pixel).
+    Dashed square: the theoretical span 1 + sum (k - 1) * r. With [1, 2, 3] the
+    three layers cover 13 x 13 pixels without holes; [1, 1, 1] only 7 x 7;
+    [2, 2, 2] 13 x 13 but with holes (the "gridding" of stacked dilations).
 
     Artists: ``"erf-0"``, ``"erf-1"``, ... (images; their masked array holds the
     normalised log gradient) and ``"span-0"``, ``"span-1"``, ... (the dashed squares).
@@ -617,17 +667,24 @@ def plot_effective_receptive_field(
     spans = [theoretical_span(kernel_size, s) for s in schedules]
     size = max(spans) + 4 if size is None else size
     check_positive_int(size, "size")
-    fig = Figure(figsize=(3.3 * len(schedules) + 0.6, 3.9), dpi=80)
-    width = 0.86 / len(schedules)  # of the figure, per panel; the colour bar takes the right edge
-    centre = size // 2
-    for i, (schedule, span) in enumerate(zip(schedules, spans)):
+    log_grads, reached_counts = [], []
+    for schedule in schedules:
         grad = effective_receptive_field(schedule, kernel_size, size, seed=seed)
         reached = grad > 0
         log_grad = np.full(grad.shape, np.nan)
         log_grad[reached] = np.log10(grad[reached] / grad.max())
-        shown = np.ma.masked_invalid(np.clip(log_grad, -6.0, 0.0))
+        log_grads.append(log_grad)
+        reached_counts.append(int(reached.sum()))
+    lowest = min(float(np.nanmin(g)) for g in log_grads)
+    floor = max(-6.0, min(-0.5, np.floor(2 * lowest) / 2))  # half decades; at least one
+
+    fig = Figure(figsize=(3.3 * len(schedules) + 0.6, 3.9), dpi=80)
+    width = 0.86 / len(schedules)  # of the figure, per panel; the colour bar takes the right edge
+    centre = size // 2
+    for i, (schedule, span, log_grad) in enumerate(zip(schedules, spans, log_grads)):
+        shown = np.ma.masked_invalid(np.clip(log_grad, floor, 0.0))
         ax = fig.add_axes((0.04 + i * width, 0.1, width * 0.92, 0.72))
-        image = ax.imshow(shown, cmap="viridis", vmin=-6.0, vmax=0.0, interpolation="nearest")
+        image = ax.imshow(shown, cmap="viridis", vmin=floor, vmax=0.0, interpolation="nearest")
         image.set_gid(f"erf-{i}")
         ax.add_patch(
             Rectangle((centre - span / 2, centre - span / 2), span, span, fill=False, ls="--",
@@ -636,7 +693,7 @@ def plot_effective_receptive_field(
         ax.set_xticks([])  # positions do not matter here, and tick labels cost a third of a redraw
         ax.set_yticks([])
         ax.set_title(
-            f"dilations {list(schedule)}\ntheoretical span {span}x{span}, {int(reached.sum())} pixels reached",
+            f"dilations {list(schedule)}\ntheoretical span {span}x{span}, {reached_counts[i]} pixels reached",
             fontsize=9, y=1.01,
         )
     colorbar = fig.colorbar(image, cax=fig.add_axes((0.92, 0.1, 0.012, 0.72)))
@@ -663,17 +720,26 @@ def plot_attention_heads(
     kernel_size: int,
     dilations: Sequence[int],
     title: str = "",
+    vmax: float = 1.0,
 ) -> Figure:
-    """Each head's attention weights for the query at feature cell (row, col), over the photograph.
+    """Each head's attention weights for the query at feature cell (row, col), zoomed in on the photograph.
 
     ``weights``: (heads, H, W, k*k) softmax weights in window order (e.g. from
     ``block_attention``); ``dilations``: each head's dilation; ``image``: the
     photograph the (H, W) feature map was computed from, stretched over the map.
-    Each head's colours span its own smallest to largest weight (printed in the
-    panel title), so that nearly uniform weights still show their pattern.
+
+    The first panel shows the whole map (over the photograph), the query (cyan
+    cross) and the zoomed area (white square). Then one panel per head, zoomed on the widest
+    window, the query's cell outlined in cyan: each window position is coloured by its weight and labelled with it
+    in %, positions beyond the border (zero padding) hatched, with their weight
+    too. Every head shares one fixed colour scale, 0 to ``vmax`` (default 1, the
+    whole range of a softmax weight), shown by the colour bar: nearly uniform
+    weights look uniform, as they are.
 
     Artists: ``"head-0"``, ``"head-1"``, ... (PatchCollections, one square per
-    on-map window position, ``get_array()`` the weights) and ``"query"``.
+    on-map window position, ``get_array()`` the weights), ``"head-0-padding"``,
+    ... (the positions beyond the border, same), ``"query"`` in every panel,
+    ``"zoom-box"`` and ``"colorbar"``.
     """
     weights = np.asarray(weights)
     if weights.ndim != 4 or weights.shape[-1] != kernel_size * kernel_size:
@@ -686,31 +752,58 @@ def plot_attention_heads(
         raise ValueError(f"dilations must give one dilation per head ({heads}), got {len(dilations)}: {dilations}")
     _check_query(row, col, height, width)
     image = _check_image(image)
+    if isinstance(vmax, bool) or not isinstance(vmax, (int, float)) or not 0 < vmax <= 1:
+        raise ValueError(f"vmax must be a number in (0, 1], the top of the colour scale; got {vmax!r}")
+    reach = max(dilations) * (kernel_size // 2) + 1  # zoom: the widest window and one cell around it
+    norm = Normalize(0.0, float(vmax))
 
-    fig = Figure(figsize=(3.2 * heads + 0.4, 3.9), dpi=80)
-    panel = 0.94 / heads
+    fig = Figure(figsize=(2.9 * (heads + 1) + 0.6, 3.6), dpi=80)
+    panel = 0.9 / (heads + 1)
+    overview = fig.add_axes((0.02, 0.06, panel * 0.92, 0.74))
+    _draw_map(overview, height, width, margin=0, image=image)
+    overview.plot([col], [row], marker="+", ms=9, mew=1.5, color="cyan", zorder=5, gid="query", ls="none")
+    overview.add_patch(
+        Rectangle((col - reach - 0.5, row - reach - 0.5), 2 * reach + 1, 2 * reach + 1, fill=False,
+                  edgecolor="white", lw=1.2, zorder=4, gid="zoom-box")
+    )
+    overview.set_xticks([])
+    overview.set_yticks([])
+    overview.set_title(f"the whole map, {height}x{width} cells\nquery ({row}, {col}); square: zoomed area",
+                       fontsize=8, y=1.01)
     for h, r in enumerate(dilations):
         window = dilated_window(row, col, kernel_size, r, height, width)
-        on_map = [o for o, out in enumerate(window.outside) if not out]
         head_weights = weights[h, row, col]  # k*k
-        ax = fig.add_axes((0.03 + h * panel, 0.1, panel * 0.92, 0.7))
-        _draw_map(ax, height, width, margin=0, image=image)
-        cells = _cells(
-            [window.positions[o] for o in on_map], f"head-{h}", inset=0.1,
-            cmap="inferno", edgecolor="white", lw=0.6, alpha=0.85, zorder=2,
-        )
-        cells.set_array(head_weights[on_map])
-        low, high = float(head_weights.min()), float(head_weights.max())
-        cells.set_clim(low, high if high > low else low + 1e-9)
-        ax.add_collection(cells)
-        ax.plot([col], [row], marker="+", ms=9, mew=1.5, color="cyan", zorder=5, gid="query", ls="none")
-        padding = float(head_weights.sum() - head_weights[on_map].sum())
-        ax.set_title(
-            f"head {h}, dilation {r}\nweights {low:.3f}-{high:.3f}, padding {100 * padding:.0f}%",
-            fontsize=8, y=1.01,
-        )
+        ax = fig.add_axes((0.02 + (h + 1) * panel, 0.06, panel * 0.92, 0.74))
+        _draw_map(ax, height, width, margin=reach, image=image)
+        ax.set_xlim(col - reach - 0.5, col + reach + 0.5)
+        ax.set_ylim(row + reach + 0.5, row - reach - 0.5)
+        for outside, gid, style in (
+            (False, f"head-{h}", dict(edgecolor="white", lw=0.6)),
+            (True, f"head-{h}-padding", dict(edgecolor=_BEYOND_COLOR, hatch="///", lw=1.0)),
+        ):
+            chosen = [o for o, out in enumerate(window.outside) if out == outside]
+            cells = _cells([window.positions[o] for o in chosen], gid, inset=0.06, cmap="inferno",
+                           norm=norm, alpha=0.85, zorder=2, **style)
+            cells.set_array(head_weights[chosen])
+            ax.add_collection(cells)
+        for (i, j), w in zip(window.positions, head_weights):
+            ax.text(j, i, f"{100 * w:.1f}", ha="center", va="center", fontsize=6, zorder=6,
+                    color="white" if norm(w) < 0.6 else "black")
+        ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="cyan", lw=1.6, zorder=5,
+                               gid="query"))  # an outline: the query's own weight stays readable
         ax.set_xticks([])
         ax.set_yticks([])
+        padding = float(head_weights[list(window.outside)].sum()) if window.n_outside else 0.0
+        ax.set_title(
+            f"head {h}, dilation {r} (weights in %)\n"
+            f"{float(head_weights.min()):.3f} to {float(head_weights.max()):.3f}; padding {100 * padding:.0f}%",
+            fontsize=8, y=1.01,
+        )
+    scale = ScalarMappable(norm=norm, cmap="inferno")
+    colorbar = fig.colorbar(scale, cax=fig.add_axes((0.93, 0.1, 0.012, 0.66)))
+    colorbar.ax.set_gid("colorbar")
+    colorbar.ax.tick_params(labelsize=7)
+    colorbar.set_label("softmax weight (one scale for all heads)", fontsize=7)
     fig.suptitle(title or f"query ({row}, {col})", fontsize=9, y=0.98)
     return fig
 
@@ -718,20 +811,31 @@ def plot_attention_heads(
 # ---------------------------------------------------------------------------
 # 6. tensor sizes through MSDA
 # ---------------------------------------------------------------------------
+def _binary_unit(nbytes: float) -> tuple[int, str]:
+    """The largest binary unit (bytes per unit, name) that ``nbytes`` reaches, up to GiB."""
+    names = ("B", "KiB", "MiB", "GiB")
+    power = 0
+    while power < len(names) - 1 and abs(nbytes) >= 1024 ** (power + 1):
+        power += 1
+    return 1024**power, names[power]
+
+
 def format_bytes(nbytes: float) -> str:
-    """1536 -> '1.5 KB': a size in bytes, in the largest unit (B, KB, MB, GB) under 1024."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if nbytes < 1024 or unit == "GB":
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1024
-    raise AssertionError("unreachable")
+    """1536 -> '1.5 KiB': a size in bytes, in the largest binary unit (B, KiB, MiB, GiB) it reaches.
+
+    Binary units (1 KiB = 1024 bytes, 1 MiB = 1024 KiB), as PyTorch's memory
+    statistics count.
+    """
+    unit, name = _binary_unit(nbytes)
+    return f"{nbytes:.0f} B" if unit == 1 else f"{nbytes / unit:.1f} {name}"
 
 
 def plot_shape_trace(rows) -> Figure:
     """Memory of every tensor of an MSDA forward pass, as horizontal bars (rows of ``trace_msda_shapes``).
 
     The k*k copies of K and V that the paper's unfold makes are red; the label of
-    each bar gives the tensor's shape.
+    each bar gives the tensor's shape. The memory axis is in binary units (KiB,
+    MiB) with round ticks.
 
     Artists: the bars, rectangles with gid ``"k*k copies"`` or ``"other tensors"``;
     a bar's width is the tensor's size in bytes, its y the row's index.
@@ -749,10 +853,14 @@ def plot_shape_trace(rows) -> Figure:
             bar.set_gid(gid)
     ax.set_yticks(positions, [f"{row.step}  {tuple(row.shape)}" for row in rows], fontsize=7)
     ax.set_ylim(len(rows) - 0.5, -0.5)
+    largest = max(max(row.nbytes for row in rows), 1)
+    unit, name = _binary_unit(largest)
+    ticks = MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]).tick_values(0, largest / unit)
+    ticks = [t for t in ticks if 0 <= t <= largest / unit * 1.001]
+    ax.set_xticks([t * unit for t in ticks], [f"{t:g} {name}" for t in ticks])
+    ax.set_xlim(0, largest * 1.05)
     ax.tick_params(axis="x", labelsize=7)
-    ax.xaxis.set_major_locator(MaxNLocator(4))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: format_bytes(value)))
-    ax.set_xlabel("memory", fontsize=8)
+    ax.set_xlabel("memory (1 KiB = 1024 bytes)", fontsize=8)
     total = sum(row.nbytes for row in rows)
     copies = sum(row.nbytes for row in rows if row.kk_copy)
     ax.set_title(
@@ -760,6 +868,177 @@ def plot_shape_trace(rows) -> Figure:
         fontsize=8, y=1.01,
     )
     ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# 6b. the whole model: a DilateBlock and the four-stage pyramid
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StageShape:
+    """One stage of a DilateFormer: the map its blocks work on, and what the blocks are."""
+
+    index: int
+    channels: int
+    height: int
+    width: int
+    depth: int
+    kind: str
+    """``"DilateBlock"`` or ``"GlobalBlock"``."""
+    num_heads: int
+    dilation: tuple[int, ...] | None
+    """The dilation groups of a DilateBlock stage; None for global attention."""
+
+
+def _halve(side: int) -> int:
+    """A 3x3 convolution with stride 2 and padding 1: n pixels -> ceil(n / 2)."""
+    return (side + 1) // 2
+
+
+def dilateformer_stage_shapes(model, image_size: int = 224) -> list[StageShape]:
+    """Per stage of ``model`` (a ``DilateFormer``), the (C, H, W) its blocks see for a square image.
+
+    Read from the model's own modules: the stem's two stride-2 convolutions and
+    every stage's downsampling (a stride-2 3x3 convolution, padding 1) each turn
+    a side of n pixels into ceil(n / 2); the channels are the blocks' ``dim``.
+    """
+    stages = getattr(model, "stages", None)
+    if stages is None or not hasattr(model, "patch_embed"):
+        raise ValueError(f"model must be a DilateFormer (with patch_embed and stages), got {type(model).__name__}")
+    check_positive_int(image_size, "image_size")
+    side = _halve(_halve(image_size))  # the stem: two stride-2 convolutions
+    shapes = []
+    for i, stage in enumerate(stages):
+        block = stage.blocks[0]
+        attention = block.attn
+        dilated = hasattr(attention, "dilation")
+        shapes.append(
+            StageShape(
+                i, block.dim, side, side, len(stage.blocks), type(block).__name__, attention.num_heads,
+                tuple(attention.dilation) if dilated else None,
+            )
+        )
+        if not isinstance(stage.downsample, torch.nn.Identity):
+            side = _halve(side)
+    return shapes
+
+
+def _box(ax, x, y, w, h, text, gid, color, fontsize=7, text_gid=None):
+    """A rounded box with centred text, in data coordinates."""
+    box = FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.01,rounding_size=0.015", facecolor=color,
+                         edgecolor="0.25", lw=0.8, zorder=2)
+    box.set_gid(gid)
+    ax.add_patch(box)
+    label = ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=fontsize, zorder=3)
+    label.set_gid(text_gid or f"{gid}-label")
+    return box
+
+
+def _arrow(ax, start, end, **style):
+    ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=9, lw=0.9, color="0.25",
+                                 shrinkA=0, shrinkB=0, zorder=1, **style))
+
+
+def plot_dilateformer_architecture(model, image_size: int = 224) -> Figure:
+    """A DilateBlock as a block diagram, and the model's four-stage pyramid, drawn from ``model``.
+
+    Left: the DilateBlock of the first stage, as the residual stream x and its
+    three branches: a depthwise 3x3 convolution (the conditional position
+    embedding), LayerNorm then MSDA, LayerNorm then the MLP, each added back
+    to x. The labels come from the block's own modules (its dilations, its MLP width).
+    Right: the image, the stem (/4), and one square per stage, its side
+    proportional to the map's, blue for DilateBlock stages, orange for global
+    attention, labelled with the depth, the heads and (C, H, W)
+    (``dilateformer_stage_shapes``).
+
+    Artists: ``"block-pos_embed"``, ``"block-norm1"``, ``"block-attn"``,
+    ``"block-norm2"``, ``"block-mlp"`` (boxes); ``"image"``, ``"stem"``,
+    ``"stage-0"``, ``"stage-1"``, ... (boxes, with ``"stage-0-label"``, ... texts).
+    """
+    stages = dilateformer_stage_shapes(model, image_size)
+    dilated = [s for s in stages if s.kind == "DilateBlock"]
+    fig = Figure(figsize=(11.0, 4.3), dpi=80)
+
+    # ---- left: one DilateBlock
+    ax = fig.add_axes((0.01, 0.04, 0.33, 0.84))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.axis("off")
+    example = dilated[0] if dilated else stages[0]
+    block = model.stages[example.index].blocks[0]
+    attention_text = (
+        f"MSDA\nr = {', '.join(map(str, example.dilation))}, k = {block.attn.kernel_size}"
+        if example.dilation else "global\nattention"
+    )
+    hidden = block.mlp.fc1.out_features
+    stream_x = 0.12
+    ax.add_line(Line2D([stream_x, stream_x], [0.93, 0.06], color="0.25", lw=1.2, zorder=1))
+    ax.text(stream_x, 0.96, "x: (B, C, H, W)", ha="center", fontsize=7)
+    ax.text(stream_x, 0.01, "to the next block", ha="center", fontsize=7)
+    branches = [  # (y of the branch, its boxes: (name, text, colour))
+        (0.76, [("pos_embed", "DWConv 3x3\n(position embedding)", "#dfe9f5")]),
+        (0.47, [("norm1", "LN", "#eeeeee"), ("attn", attention_text, "#c6dbef")]),
+        (0.18, [("norm2", "LN", "#eeeeee"), ("mlp", f"MLP\nC -> {hidden} -> C", "#fdd0a2")]),
+    ]
+    for y, boxes in branches:
+        x = 0.3
+        _arrow(ax, (stream_x, y + 0.06), (x, y + 0.06))
+        for name, text, color in boxes:
+            w = 0.16 if name.startswith("norm") else 0.38
+            _box(ax, x, y, w, 0.12, text, f"block-{name}", color)
+            if name != boxes[-1][0]:
+                _arrow(ax, (x + w, y + 0.06), (x + w + 0.05, y + 0.06))
+            x += w + 0.05
+        # back to the stream, added to x
+        ax.add_line(Line2D([x - 0.05 - 0.19, x - 0.05 - 0.19], [y, y - 0.07], color="0.25", lw=0.9))
+        _arrow(ax, (x - 0.05 - 0.19, y - 0.07), (stream_x + 0.025, y - 0.07))
+        ax.add_patch(Circle((stream_x, y - 0.07), 0.022, facecolor="white", edgecolor="0.25", zorder=3))
+        ax.text(stream_x, y - 0.07, "+", ha="center", va="center", fontsize=9, zorder=4)
+    ax.set_title(f"one {type(block).__name__} (stage {example.index + 1}): three residual branches", fontsize=9)
+
+    # ---- right: the pyramid
+    ax = fig.add_axes((0.36, 0.04, 0.63, 0.84))
+    ax.axis("off")
+    largest = stages[0].height
+    scale = 0.42 / largest  # the first stage's square is 0.42 high
+    ax.set_ylim(-0.3, 0.5)
+    x = 0.0
+    _box(ax, x, 0.0, 0.3, 0.42, f"image\n3 x {image_size} x {image_size}", "image", "white")
+    x += 0.3
+    _arrow(ax, (x + 0.02, 0.21), (x + 0.2, 0.21))
+    ax.text(x + 0.11, 0.25, "stem\n4 convs, /4", ha="center", va="bottom", fontsize=7, gid="stem")
+    x += 0.22
+    colors = {"DilateBlock": "tab:blue", "GlobalBlock": "tab:orange"}
+    for s in stages:
+        side = max(s.height * scale, 0.03)
+        box = Rectangle((x, 0.0), side, side, facecolor=colors.get(s.kind, "0.6"), alpha=0.75, edgecolor="0.2")
+        box.set_gid(f"stage-{s.index}")
+        ax.add_patch(box)
+        kind = "Dilate" if s.kind == "DilateBlock" else "Global"
+        detail = f"r = {','.join(map(str, s.dilation))}" if s.dilation else "global"
+        label = ax.text(
+            x + side / 2, -0.03,
+            f"stage {s.index + 1}\n{s.depth} x {kind}\n{s.num_heads} heads, {detail}\n"
+            f"{s.channels} x {s.height} x {s.width}",
+            ha="center", va="top", fontsize=7,
+        )
+        label.set_gid(f"stage-{s.index}-label")
+        x += max(side, 0.3)
+        if s.index < len(stages) - 1:
+            downsampled = not isinstance(model.stages[s.index].downsample, torch.nn.Identity)
+            _arrow(ax, (x + 0.01, 0.05), (x + 0.12, 0.05))
+            ax.text(x + 0.065, 0.08, "conv 3x3\nstride 2" if downsampled else "", ha="center", va="bottom", fontsize=6)
+            x += 0.14
+    ax.set_xlim(-0.02, x + 0.02)
+    ax.set_aspect("equal")
+    ax.set_title(
+        "the pyramid: each square's side is proportional to its map's side\n"
+        "blue: DilateBlock stages (MSDA), orange: GlobalBlock stages; last line (C, H, W)",
+        fontsize=9,
+    )
+    fig.text(0.5, 0.005, f"plot_dilateformer_architecture(model, image_size={image_size}): "
+             f"depths {tuple(s.depth for s in stages)}, embed_dim {stages[0].channels}",
+             ha="center", fontsize=6, family="monospace")
     return fig
 
 

@@ -34,7 +34,16 @@ __all__ = [
     "trace_msda_shapes",
     "HeadAttention",
     "block_attention",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "normalize_imagenet",
 ]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+"""Per-channel (R, G, B) mean of the ImageNet training images, on a [0, 1] scale."""
+IMAGENET_STD = (0.229, 0.224, 0.225)
+"""Per-channel standard deviation of the same images. DilateFormer (like DeiT and
+timm) is trained on images normalised with these two, so it expects them."""
 
 _GROUP_STEP = re.compile(r"^group (\d+) ")
 _SWDA_STEPS = ("unfolded K", "unfolded V", "attention weights")
@@ -133,6 +142,16 @@ def trace_msda_shapes(
 # ---------------------------------------------------------------------------
 # attention weights of a DilateFormer block on a photograph
 # ---------------------------------------------------------------------------
+def normalize_imagenet(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) images in [0, 1] -> (images - mean) / std per channel, with ImageNet's statistics."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be a tensor (B, 3, H, W) of RGB values in [0, 1], got {shape}")
+    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)  # 1, 3, 1, 1: broadcast over B, H, W
+    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
 @dataclass(frozen=True)
 class HeadAttention:
     """Every query's attention weights in one DilateBlock, per head."""
@@ -171,7 +190,10 @@ def block_attention(model: DilateFormer | None = None, image_size: int = 112, se
     block are used; None builds stage 1 of DilateFormer-Tiny with seeded random
     weights (untrained: its weights say how random projections of the photo
     compare, not what a trained model looks at). ``image_size`` must be a
-    multiple of 4 (the stem's stride).
+    multiple of 4 (the stem's stride). The photograph is normalised with
+    ImageNet's mean and standard deviation (``normalize_imagenet``) before the
+    stem, as the model was trained; ``HeadAttention.image`` keeps the [0, 1]
+    photograph, for drawing.
     """
     check_positive_int(image_size, "image_size")
     if image_size % 4:
@@ -183,7 +205,7 @@ def block_attention(model: DilateFormer | None = None, image_size: int = 112, se
             raise ValueError("model must be a DilateFormer whose first stage uses DilateBlock")
         stem, block = model.patch_embed, model.stages[0].blocks[0]
     attention = block.attn
-    image = sample_image_tensor(image_size)  # 1, 3, S, S
+    image = sample_image_tensor(image_size)  # 1, 3, S, S in [0, 1]
     device = next(block.parameters()).device
     was_training, impl = (stem.training, block.training), attention.impl
     stem.eval()
@@ -191,7 +213,7 @@ def block_attention(model: DilateFormer | None = None, image_size: int = 112, se
     attention.impl = "unfold"  # same output; the one implementation that records every weight
     try:
         with torch.no_grad(), trace_tensors(keep=True) as steps:
-            block(stem(image.to(device)))
+            block(stem(normalize_imagenet(image).to(device)))
     finally:
         stem.train(was_training[0])
         block.train(was_training[1])

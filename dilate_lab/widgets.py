@@ -294,7 +294,7 @@ def _shape_table_html(rows) -> str:
     lines = [
         '<table class="dl-shape-table" style="border-collapse: collapse; font-family: monospace; font-size: 12px">',
         "<tr><th align='left'>step</th><th align='left'>shape</th><th>dtype</th>"
-        "<th align='right'>memory</th><th align='right'>x input</th></tr>",
+        "<th align='right'>memory (1 KiB = 1024 B)</th><th align='right'>x input</th></tr>",
     ]
     for row in rows:
         style = ' style="background: #fdd; color: #a00"' if row.kk_copy else ""
@@ -353,13 +353,16 @@ def shape_tracer(
 # ---------------------------------------------------------------------------
 # 4. attention of each head on a photograph
 # ---------------------------------------------------------------------------
-def attention_viewer(model=None, image_size: int = 112, row: int = 10, col: int = 14, seed: int = 0) -> Explorer:
-    """Slide to a query pixel; see each head's attention weights over its dilated window.
+def attention_viewer(model=None, image_size: int = 112, row: int = 1, col: int = 13, seed: int = 0) -> Explorer:
+    """Slide to a query pixel; see each head's attention weights over its dilated window, zoomed in.
 
     The weights come from one forward pass (``shapes.block_attention``) of the
-    sample photograph through a DilateFormer stem and first DilateBlock: by
-    default stage 1 of DilateFormer-Tiny with seeded random, untrained weights
-    (pass a trained ``DilateFormer`` as ``model`` to see what it learned).
+    sample photograph, normalised with ImageNet's statistics, through a
+    DilateFormer stem and first DilateBlock: by default stage 1 of
+    DilateFormer-Tiny with seeded random, untrained weights (pass a trained
+    ``DilateFormer`` as ``model`` to see what it learned). The default query
+    sits next to the top border, where the dilated heads' windows run into
+    the zero padding.
     """
     attention = block_attention(model, image_size, seed)
     height, width = attention.map_size
@@ -377,7 +380,10 @@ def attention_viewer(model=None, image_size: int = 112, row: int = 10, col: int 
 
     explorer = Explorer(
         "attention-viewer", controls, draw,
-        note=f"One cell = {attention.stride}x{attention.stride} pixels of the photograph (the stem's stride).",
+        note=(
+            f"One cell = {attention.stride}x{attention.stride} pixels of the photograph (the stem's stride). "
+            "One colour scale for every head (0 to 1); hatched cells are zero padding."
+        ),
     )
     explorer.attention = attention
     return explorer
@@ -390,7 +396,8 @@ def erf_explorer(left: str = "1, 1, 1", right: str = "1, 2, 3", kernel_size: int
     """Two dilation schedules side by side: the gradient of one output pixel over the input.
 
     Wraps ``figures.plot_effective_receptive_field``; try 2, 2, 2 for the holes of
-    stacked equal dilations.
+    stacked equal dilations, or the hybrid dilated convolution schedules 1, 2, 5
+    and 1, 3, 9 (dilations up to 9 are accepted here).
     """
     controls = {
         "left": _text(left, "left", "dl-left"),
@@ -399,7 +406,7 @@ def erf_explorer(left: str = "1, 1, 1", right: str = "1, 2, 3", kernel_size: int
     }
 
     def draw(left, right, kernel_size):
-        schedules = [parse_dilations(left, "left"), parse_dilations(right, "right")]
+        schedules = [parse_dilations(left, "left", max_dilation=9), parse_dilations(right, "right", max_dilation=9)]
         return figures.plot_effective_receptive_field(schedules, kernel_size)
 
     return Explorer("erf", controls, draw)
@@ -409,9 +416,14 @@ def erf_explorer(left: str = "1, 1, 1", right: str = "1, 2, 3", kernel_size: int
 # 6. border rules side by side
 # ---------------------------------------------------------------------------
 def border_explorer(
-    row: int = 0, col: int = 1, kernel_size: int = 3, dilation: int = 2, size: int = 8, seed: int = 0
+    row: int = 0, col: int = 1, kernel_size: int = 3, dilation: int = 2, size: int = 10, seed: int = 0
 ) -> Explorer:
-    """Zero padding vs masking vs NATTEN's shifted window, for a query you move to the border."""
+    """Zero padding vs masking vs NATTEN's shifted window, for a query you move to the border.
+
+    The default 10 x 10 map is large enough for NATTEN's window with every
+    dilation up to 3 at kernel 3 (it needs kernel_size * dilation <= size);
+    beyond that its panel explains why it cannot be drawn.
+    """
     controls = {
         "dilation": _toggle((1, 2, 3, 4), dilation, "dilation r", "dl-dilation"),
         "kernel_size": _toggle((3, 5, 7), kernel_size, "kernel k", "dl-kernel"),

@@ -120,6 +120,29 @@ def test_in_place_breaks_a_training_step_of_a_dilate_block():
         loss.backward()
 
 
+def test_issue_13_workaround_clone_before_qkv_makes_backward_right():
+    """Issue #13's fix, qkv(x.clone()): the writes no longer touch what the convolution saved.
+
+    Inside a DilateBlock (the in-place module's input is norm1's output) the gradients
+    then equal those of the out-of-place MultiDilateAttention, computed independently.
+    """
+
+    class ClonedBeforeQkv(InPlaceMultiDilateAttention):
+        def _qkv_groups(self, x_channels_first):
+            return super()._qkv_groups(x_channels_first.clone())
+
+    grads = []
+    for make in (lambda: buggy(ClonedBeforeQkv), correct):
+        torch.manual_seed(0)
+        block = DilateBlock(12, 6, qkv_bias=True).double()
+        block.attn = make()
+        x = random_map((1, 12, 8, 8)).requires_grad_(True)
+        block(x).square().mean().backward()  # no RuntimeError with the workaround
+        grads.append((x.grad, block.attn.qkv.weight.grad))
+    for ours, reference in zip(*grads):
+        torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-12)
+
+
 def test_correct_module_backward_runs_and_leaves_its_input_alone():
     module = correct()
     x = random_map((2, 9, 8, 12)).requires_grad_(True)
@@ -135,7 +158,7 @@ def test_detach_forward_is_right_backward_runs_but_qkv_gets_nothing():
     x = random_map((2, 9, 8, 12)).requires_grad_(True)
     out = module(x * 1.0)
     torch.testing.assert_close(out, msda_by_hand(module, x.detach(), (1, 2, 3)), rtol=1e-10, atol=1e-10)
-    out.sum().backward()  # no error: that is why the "fix" spread
+    out.sum().backward()  # no error: that is what makes the "fix" tempting
     assert module.qkv.weight.grad is None
     assert module.qkv.bias.grad is None
     assert module.proj.weight.grad is not None and module.proj.weight.grad.abs().sum() > 0

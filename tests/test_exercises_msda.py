@@ -46,7 +46,9 @@ def per_head(q, k, v, kernel_size, dilation_of_head):
 
 
 def test_msda_right_blank_and_not_implemented():
-    assert status(lesson04.msda, right_msda).correct
+    feedback = status(lesson04.msda, right_msda)
+    assert feedback.correct
+    assert "eq. (4) and the Concat of eq. (5)" in feedback.message
     assert status(lesson04.msda, None).status == "not attempted"
 
     def template(q, k, v, kernel_size, dilations):
@@ -255,6 +257,17 @@ def test_check_results_must_be_booleans(value, accepted):
         assert feedback.status == "incorrect" and "return True or False" in feedback.message
 
 
+def test_msda_hint_slices_the_heads_the_way_it_says():
+    """The hint's slice, with per_group heads per dilation, cuts exactly group i's contiguous heads."""
+    hint = lesson04.msda._hints[0]
+    assert "per_group = heads // len(dilations)" in hint
+    expression = hint[hint.index("q[:, i * per_group"):].rstrip(".")
+    q = torch.arange(6).reshape(1, 6)  # B, heads: the head indices
+    per_group = 2
+    blocks = [eval(expression, {"q": q, "i": i, "per_group": per_group}).tolist() for i in range(3)]
+    assert blocks == [[[0, 1]], [[2, 3]], [[4, 5]]]
+
+
 def test_solutions_are_right_answers():
     for name in ("msda", "backward_runs", "qkv_gets_gradient", "dilation_matters"):
         namespace = {"torch": torch, "swda": swda}
@@ -277,17 +290,24 @@ def test_checks_leave_the_callers_random_stream_alone():
 
 # --------------------------------------------------------------------------- stage shapes
 @functools.lru_cache(maxsize=None)
-def measured_stage_shapes(image_size, embed_dim):
-    """(C, H, W) entering the first block of every stage of a real (shallow) DilateFormer."""
+def measured_stage_shapes(image_size, embed_dim, device="meta"):
+    """(C, H, W) entering the first block of every stage of a real (shallow) DilateFormer.
+
+    The stem and the stages are run directly: DilateFormer.forward insists on multiples
+    of 32, but its convolutions (like the official model's) take any side. By default on
+    the meta device (every module computes its output's shape, nothing else).
+    """
     torch.manual_seed(0)
-    model = DilateFormer(img_size=image_size, embed_dim=embed_dim, depths=(1, 1, 1, 1), num_classes=0).eval()
+    model = DilateFormer(embed_dim=embed_dim, depths=(1, 1, 1, 1), num_classes=0).to(device).eval()
     shapes = []
     hooks = [
         stage.blocks[0].register_forward_pre_hook(lambda module, args: shapes.append(tuple(args[0].shape[1:])))
         for stage in model.stages
     ]
     with torch.no_grad():
-        model(torch.zeros(1, 3, image_size, image_size))
+        x = model.patch_embed(torch.zeros(1, 3, image_size, image_size, device=device))
+        for stage in model.stages:
+            x = stage(x)
     for hook in hooks:
         hook.remove()
     return shapes
@@ -296,6 +316,34 @@ def measured_stage_shapes(image_size, embed_dim):
 def test_stage_shapes_measured_on_a_real_model_are_right():
     assert status(lesson05.stage_shapes, measured_stage_shapes).correct
     assert status(lesson05.stage_shapes, None).status == "not attempted"
+
+
+def test_meta_shapes_are_those_of_a_run_on_the_cpu():
+    assert measured_stage_shapes(72, 24, device="cpu") == measured_stage_shapes(72, 24)
+
+
+def test_odd_sides_round_up_by_hand():
+    # 3x3 conv, stride 2, padding 1: out = floor((n + 2 - 3) / 2) + 1. 200: 100, 50 | 25 | 13 | 7
+    assert measured_stage_shapes(200, 72) == [(72, 50, 50), (144, 25, 25), (288, 13, 13), (576, 7, 7)]
+    # 240: 120, 60 | 30 | 15 | 8
+    assert measured_stage_shapes(240, 96) == [(96, 60, 60), (192, 30, 30), (384, 15, 15), (768, 8, 8)]
+
+
+def test_stage_shapes_that_round_down_are_told_about_the_stride_two_convolution():
+    def rounds_down(s, c):
+        return [(c * 2**i, s // (4 * 2**i), s // (4 * 2**i)) for i in range(4)]
+
+    # right for every multiple of 32; at 200 stage 3 is 13x13, not 12x12
+    assert_incorrect(lesson05.stage_shapes, rounds_down, "stage_shapes(200, 72)", "(n + 1) // 2", "25 becomes 13")
+
+
+def test_stage_shapes_hints_and_solution_round_up():
+    hints = " ".join(lesson05.stage_shapes._hints)
+    assert "(side + 1) // 2" in hints and "image_size // (4 * 2**i)" not in hints
+    namespace = {}
+    exec(lesson05.stage_shapes._solution, namespace)
+    assert namespace["stage_shapes"](200, 72) == measured_stage_shapes(200, 72)
+    assert namespace["stage_shapes"](240, 96) == measured_stage_shapes(240, 96)
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,11 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PatchCollection
 from matplotlib.figure import Figure
 
-from dilate_lab import figures
+from dilate_lab import DilateFormer, dilateformer_tiny, figures
 from dilate_lab.geometry import dilated_window
 from dilate_lab.images import load_sample_image
 from dilate_lab.shapes import trace_msda_shapes
@@ -149,8 +150,24 @@ def test_multi_scale_draws_each_group_window_in_its_own_colour(kernel_size):
             collection = only(fig, f"group-{i}")
             assert drawn_cells(collection) == inside
             colours.append(tuple(collection.get_facecolor()[0]))
+            assert drawn_cells(only(fig, f"padding-{i}")) == by_definition(row, col, kernel_size, r, HEIGHT, WIDTH)[1]
         assert len(set(colours)) == len(dilations)
         assert artists(fig, "group-3") == []
+        # the padded margin of the widest group is on screen, so every padded square is visible
+        margin = max(dilations) * (kernel_size // 2)
+        assert fig.axes[0].get_xlim() == (-0.5 - margin, WIDTH - 0.5 + margin)
+
+
+def test_multi_scale_corner_query_by_hand_and_the_legend():
+    # query (0, 0), k = 3, dilations (1, 2): 4 + 4 positions on the map, 5 + 5 beyond the border
+    fig = figures.plot_multi_scale(0, 0, 8, 8, 3, (1, 2), dim=8, num_heads=2)
+    assert sorted(cells_of(fig, "group-0")) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert sorted(cells_of(fig, "group-1")) == [(0, 0), (0, 2), (2, 0), (2, 2)]
+    assert sorted(cells_of(fig, "padding-1")) == [(-2, -2), (-2, 0), (-2, 2), (0, -2), (2, -2)]
+    legend = only(fig, "legend-text").get_text()
+    assert "nested" in legend and "zero padding (5, 5 positions per group)" in legend.replace("\n", " ")
+    outline = only(fig, "query-cell")
+    assert (outline.get_x(), outline.get_y(), outline.get_width()) == (-0.5, -0.5, 1)
 
 
 def test_multi_scale_table_gives_heads_and_channels_by_hand():
@@ -296,6 +313,34 @@ def test_border_figure_explains_when_natten_cannot_run():
     assert drawn_cells(only(fig, "zeros-window")) == by_definition_in_order(0, 0, 7, 3)
 
 
+def test_border_figure_message_is_wrapped_inside_its_panel():
+    fig = figures.plot_border_modes(0, 0, 3, 3, 8, 8)  # NATTEN needs 3 * 3 = 9 > 8
+    (message,) = fig.axes[2].texts
+    assert all(len(line) <= 34 for line in message.get_text().splitlines())
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    box = message.get_window_extent(renderer=renderer)  # the text, in pixels
+    panel = fig.axes[2].get_window_extent()
+    assert panel.x0 <= box.x0 and box.x1 <= panel.x1
+
+
+def test_border_defaults_leave_room_for_natten_with_dilation_three():
+    # the lesson's experiment: dilation 3, query in the corner; 3 * 3 = 9 <= 10
+    fig = figures.plot_border_modes(row=0, col=0, dilation=3)
+    assert len(artists(fig, "shifted-window")) == 1
+    assert "height=10, width=10" in fig.texts[-1].get_text()
+
+
+def test_border_figure_prints_the_query_own_weight_beside_its_star():
+    fig = figures.plot_border_modes(2, 3, 3, 2, 10, 10, seed=1)
+    result = figures.border_attention(2, 3, 3, 2, 10, 10, "zeros", seed=1)
+    own = result.weights[result.positions.index((2, 3))]
+    ax = fig.axes[0]
+    near = [t.get_text() for t in ax.texts if abs(t.get_position()[0] - 3) < 0.5 and abs(t.get_position()[1] - 2) < 0.5]
+    assert near == [f"{100 * own:.0f}"]
+    (star,) = [line for line in ax.get_lines() if line.get_gid() == "query"]
+    assert (star.get_xdata()[0], star.get_ydata()[0]) == (3 - 0.3, 2 - 0.3)  # in the corner, not on the number
+
+
 # ---------------------------------------------------------------------------
 # 4. effective receptive field
 # ---------------------------------------------------------------------------
@@ -325,12 +370,18 @@ def test_effective_receptive_field_figure_shows_the_support_and_the_span():
     fig = figures.plot_effective_receptive_field([(1, 1, 1), (1, 2, 3), (2, 2, 2)], 3)
     size = 13 + 4
     centre = size // 2
+    # the colour scale starts at the smallest value drawn, rounded down to half a decade
+    grads = [figures.effective_receptive_field(s, 3, size) for s in [(1, 1, 1), (1, 2, 3), (2, 2, 2)]]
+    lowest = min(np.log10(g[g > 0].min() / g.max()) for g in grads)
+    floor = np.floor(2 * lowest) / 2
+    assert -6.0 < floor < lowest < floor + 0.5
     for i, (dilations, span) in enumerate([((1, 1, 1), 7), ((1, 2, 3), 13), ((2, 2, 2), 13)]):
         shown = only(fig, f"erf-{i}").get_array()
         assert shown.shape == (size, size)
         drawn = {tuple(p) for p in np.argwhere(~np.ma.getmaskarray(shown))}
         assert drawn == {(centre + a, centre + b) for a, b in reachable(dilations, 3)}
         assert shown.max() == 0.0 and shown.min() >= -6.0  # log10 of |grad| / max
+        assert only(fig, f"erf-{i}").get_clim() == (floor, 0.0)
         rect = only(fig, f"span-{i}")
         assert rect.get_width() == span
         assert rect.get_x() == centre - span / 2
@@ -346,17 +397,40 @@ def test_attention_heads_draws_each_head_window_with_its_weights():
     rng = np.random.default_rng(0)
     heads, height, width, k = 3, 6, 7, 3
     weights = rng.random((heads, height, width, k * k))
+    weights /= weights.sum(-1, keepdims=True)  # softmax-like: each window sums to 1
     dilations = (1, 2, 3)
     photo = load_sample_image(24, 28)
     for row, col in [(0, 0), (2, 3), (5, 6)]:
         fig = figures.plot_attention_heads(photo, weights, row, col, k, dilations, title="test")
         for h, r in enumerate(dilations):
-            collection = only(fig, f"head-{h}")
+            inside, outside = by_definition(row, col, k, r, height, width)
             window = dilated_window(row, col, k, r, height, width)
-            assert drawn_cells(collection) == window.inside_positions
-            on_map = [o for o, out in enumerate(window.outside) if not out]
-            np.testing.assert_allclose(collection.get_array(), weights[h, row, col, on_map])
+            order = by_definition_in_order(row, col, k, r)
+            collection = only(fig, f"head-{h}")
+            assert drawn_cells(collection) == inside
+            np.testing.assert_allclose(collection.get_array(), [weights[h, row, col, order.index(p)] for p in inside])
+            padded = only(fig, f"head-{h}-padding")
+            assert drawn_cells(padded) == outside == window.outside_positions
+            np.testing.assert_allclose(padded.get_array(), [weights[h, row, col, order.index(p)] for p in outside])
+            # one fixed colour scale for every head: 0 to 1, not each head's own min-max
+            assert collection.get_clim() == padded.get_clim() == (0.0, 1.0)
+            # zoomed on the widest window (reach 3) and one cell more
+            ax = collection.axes
+            assert ax.get_xlim() == (col - 4.5, col + 4.5) and ax.get_ylim() == (row + 4.5, row - 4.5)
+            labels = sorted(t.get_text() for t in ax.texts)
+            assert labels == sorted(f"{100 * w:.1f}" for w in weights[h, row, col])
         assert fig._suptitle.get_text() == "test"
+        zoom = only(fig, "zoom-box")
+        assert (zoom.get_x(), zoom.get_y(), zoom.get_width()) == (col - 4.5, row - 4.5, 9)
+        assert len(artists(fig, "colorbar")) == 1
+
+
+def test_attention_heads_colour_scale_can_be_narrowed():
+    weights = np.full((1, 5, 5, 9), 1 / 9)
+    fig = figures.plot_attention_heads(None, weights, 2, 2, 3, (1,), vmax=0.25)
+    assert only(fig, "head-0").get_clim() == (0.0, 0.25)
+    with pytest.raises(ValueError, match="vmax"):
+        figures.plot_attention_heads(None, weights, 2, 2, 3, (1,), vmax=0)
 
 
 def test_attention_heads_checks_shapes():
@@ -381,7 +455,90 @@ def test_shape_trace_bars_are_the_traced_sizes_with_kk_copies_in_red():
     assert len(red) == 4 and all(bar.get_width() == 25 * 2 * 2 * 30 * 12 * 4 for bar in red)
 
 
+def test_shape_trace_ticks_are_round_binary_units():
+    rows = trace_msda_shapes(1, 72, 14, 14, 3)  # the largest tensor: 216 * 196 * 4 bytes = 165.4 KiB
+    fig = figures.plot_shape_trace(rows)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["0 KiB", "50 KiB", "100 KiB", "150 KiB"]
+    assert list(ax.get_xticks()) == [0, 50 * 1024, 100 * 1024, 150 * 1024]
+    assert "1.5 MiB in all" in ax.get_title()  # 1 601 712 bytes / 1024**2
+
+
 def test_format_bytes():
     assert figures.format_bytes(100) == "100 B"
-    assert figures.format_bytes(1536) == "1.5 KB"
-    assert figures.format_bytes(3 * 1024**3) == "3.0 GB"
+    assert figures.format_bytes(1023) == "1023 B"
+    assert figures.format_bytes(1536) == "1.5 KiB"
+    assert figures.format_bytes(165.375 * 1024) == "165.4 KiB"
+    assert figures.format_bytes(5 * 1024**2) == "5.0 MiB"
+    assert figures.format_bytes(3 * 1024**3) == "3.0 GiB"
+    assert figures.format_bytes(2048 * 1024**3) == "2048.0 GiB"
+
+
+# ---------------------------------------------------------------------------
+# 7. the whole model: block diagram and pyramid
+# ---------------------------------------------------------------------------
+def measured_stages(model, image_size):
+    """(C, H, W) entering each stage's first block, caught by hooks on a real forward pass (CPU)."""
+    seen = []
+    hooks = [
+        stage.blocks[0].register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape[1:])))
+        for stage in model.stages
+    ]
+    with torch.no_grad():
+        x = model.patch_embed(torch.zeros(1, 3, image_size, image_size))
+        for stage in model.stages:
+            x = stage(x)
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return dilateformer_tiny().eval()
+
+
+def test_architecture_pyramid_of_tiny_by_hand(tiny):
+    fig = figures.plot_dilateformer_architecture(tiny, 224)
+    labels = [only(fig, f"stage-{i}-label").get_text() for i in range(4)]
+    # the paper's Tiny: 56^2 x 72 -> 28^2 x 144 -> 14^2 x 288 -> 7^2 x 576; Dilate, Dilate, Global, Global
+    assert labels[0].splitlines() == ["stage 1", "2 x Dilate", "3 heads, r = 1,2,3", "72 x 56 x 56"]
+    assert labels[1].splitlines()[1:] == ["2 x Dilate", "6 heads, r = 1,2,3", "144 x 28 x 28"]
+    assert labels[2].splitlines()[1:] == ["6 x Global", "12 heads, global", "288 x 14 x 14"]
+    assert labels[3].splitlines()[1:] == ["2 x Global", "24 heads, global", "576 x 7 x 7"]
+    sides = [only(fig, f"stage-{i}").get_width() for i in range(4)]
+    assert sides == pytest.approx([sides[0] / 2**i for i in range(4)])  # each stage halves the side
+    colours = [tuple(only(fig, f"stage-{i}").get_facecolor()) for i in range(4)]
+    assert colours[0] == colours[1] != colours[2] == colours[3]
+    assert "3 x 224 x 224" in only(fig, "image-label").get_text()
+    assert "r = 1, 2, 3" in only(fig, "block-attn-label").get_text()
+    assert "C -> 288 -> C" in only(fig, "block-mlp-label").get_text()  # mlp_ratio 4 of 72 channels
+    for name in ("pos_embed", "norm1", "norm2"):
+        assert len(artists(fig, f"block-{name}")) == 1
+
+
+@pytest.mark.parametrize("image_size", [64, 72, 200])
+def test_architecture_labels_are_the_shapes_a_real_model_makes(image_size):
+    torch.manual_seed(0)
+    model = DilateFormer(
+        img_size=64, embed_dim=24, depths=(1, 2, 1), num_heads=(2, 6, 12), dilation=(1, 3), num_classes=0,
+        dilate_attention=(True, False, False),
+    ).eval()
+    shapes = measured_stages(model, image_size)
+    stages = figures.dilateformer_stage_shapes(model, image_size)
+    assert [(s.channels, s.height, s.width) for s in stages] == shapes
+    assert [s.kind for s in stages] == ["DilateBlock", "GlobalBlock", "GlobalBlock"]
+    assert [s.depth for s in stages] == [1, 2, 1] and stages[0].dilation == (1, 3)
+    fig = figures.plot_dilateformer_architecture(model, image_size)
+    for i, (c, h, w) in enumerate(shapes):
+        assert only(fig, f"stage-{i}-label").get_text().splitlines()[-1] == f"{c} x {h} x {w}"
+    assert artists(fig, "stage-3") == []
+
+
+def test_architecture_refuses_what_is_not_a_dilateformer():
+    with pytest.raises(ValueError, match="model"):
+        figures.plot_dilateformer_architecture(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="image_size"):
+        figures.dilateformer_stage_shapes(DilateFormer(img_size=32, embed_dim=6, depths=(1,), num_heads=(3,)), 0)

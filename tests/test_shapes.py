@@ -11,7 +11,7 @@ import torch
 from dilate_lab.geometry import dilated_window
 from dilate_lab.models import DilateFormer
 from dilate_lab.msda import MultiDilateAttention
-from dilate_lab.shapes import block_attention, trace_msda_shapes
+from dilate_lab.shapes import IMAGENET_MEAN, IMAGENET_STD, block_attention, normalize_imagenet, trace_msda_shapes
 from dilate_lab.tracing import trace_tensors
 
 
@@ -142,8 +142,11 @@ def test_block_attention_weights_are_softmax_of_the_block_queries_and_keys():
 
     from dilate_lab.images import sample_image_tensor
 
+    # the photograph as the model was trained to see it: ImageNet mean and std per channel
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad(), trace_tensors(keep=True) as steps:
-        model.stages[0].blocks[0](model.patch_embed(sample_image_tensor(32)))
+        model.stages[0].blocks[0](model.patch_embed((sample_image_tensor(32) - mean) / std))
     traced = {s.name: s.tensor for s in steps}
     scale = 4**-0.5  # head_dim = 24 / 6
     for row, col in [(0, 0), (3, 5), (7, 2)]:
@@ -158,6 +161,18 @@ def test_block_attention_weights_are_softmax_of_the_block_queries_and_keys():
             ])
             expected = torch.softmax(logits, 0)
             torch.testing.assert_close(torch.from_numpy(attention.weights[head, row, col]), expected)
+
+
+def test_normalize_imagenet_by_hand():
+    image = torch.zeros(2, 3, 1, 2)
+    image[:, :, 0, 0] = torch.tensor([0.485, 0.456, 0.406])  # the mean itself -> 0
+    image[:, :, 0, 1] = 1.0  # white -> (1 - mean) / std
+    out = normalize_imagenet(image)
+    torch.testing.assert_close(out[:, :, 0, 0], torch.zeros(2, 3))
+    torch.testing.assert_close(out[0, :, 0, 1], torch.tensor([0.515 / 0.229, 0.544 / 0.224, 0.594 / 0.225]))
+    assert IMAGENET_MEAN == (0.485, 0.456, 0.406) and IMAGENET_STD == (0.229, 0.224, 0.225)
+    with pytest.raises(ValueError, match="images"):
+        normalize_imagenet(torch.zeros(3, 4, 4))
 
 
 def test_block_attention_bad_arguments():

@@ -166,6 +166,7 @@ def test_shape_tracer_table_and_library_errors():
     tracer.controls["kernel_size"].value = 5
     assert tracer.error is None
     assert "(2, 1, 196, 25, 32)" in tracer.html
+    assert "KiB" in tracer.html and " KB" not in tracer.html  # binary units: 1 KiB = 1024 bytes
     tracer.controls["impl"].value = "shift"
     assert 'class="dl-kk-row"' not in tracer.html  # the shift implementation makes no copies
     tracer.controls["dilations"].value = "1, 0, 2"
@@ -187,9 +188,19 @@ def test_attention_viewer_follows_the_query():
         for head, r in enumerate(viewer.attention.dilations):
             window = dilated_window(row, col, 3, r, 16, 16)
             assert cells(viewer, f"head-{head}") == window.inside_positions
+            assert cells(viewer, f"head-{head}-padding") == window.outside_positions
             drawn = [a for a in viewer.figure.findobj() if a.get_gid() == f"head-{head}"][0].get_array()
             on_map = [o for o, out in enumerate(window.outside) if not out]
             np.testing.assert_allclose(drawn, weights[head, row, col, on_map])
+
+
+def test_attention_viewer_starts_at_the_border_where_padding_shows():
+    viewer = widgets.attention_viewer()  # 112 x 112 photograph: a 28 x 28 map
+    assert viewer.values() == {"row": 1, "col": 13}
+    # row 1: dilation 1 reaches row 0 (on the map), dilations 2 and 3 rows -1 and -2 (padding)
+    padded = [len(cells(viewer, f"head-{h}-padding")) for h in range(3)]
+    assert padded == [0, 3, 3]  # one window row above the map each
+    assert "zero padding" in viewer.children[-4].value  # the note under the controls
 
 
 def test_erf_explorer_shows_the_holes_of_equal_dilations():
@@ -200,10 +211,25 @@ def test_erf_explorer_shows_the_holes_of_equal_dilations():
     assert_shows_figure(explorer)
     assert "13x13, 49 pixels reached" in explorer.figure.axes[0].get_title()
     assert "13x13, 169 pixels reached" in explorer.figure.axes[1].get_title()
+    explorer.controls["right"].value = "1, 3, 9"  # hybrid dilated convolution: no holes
+    assert_shows_figure(explorer)
+    assert "27x27, 729 pixels reached" in explorer.figure.axes[1].get_title()
     explorer.controls["right"].value = "0"
     assert_shows_error(explorer, "right")
     explorer.controls["right"].value = "1, 2, 3"
     assert_shows_figure(explorer)
+
+
+def test_border_explorer_default_map_fits_the_lesson_experiment():
+    # lesson 04 suggests dilation 3 with the query in the corner: NATTEN needs 3 * 3 = 9 <= size
+    explorer = widgets.border_explorer()
+    assert explorer.controls["size"].value == 10
+    with explorer.hold_redraw():
+        explorer.controls["dilation"].value = 3
+        explorer.controls["row"].value = 0
+        explorer.controls["col"].value = 0
+    assert_shows_figure(explorer)
+    assert len([a for a in explorer.figure.findobj() if a.get_gid() == "shifted-window"]) == 1
 
 
 def test_border_explorer_every_rule_at_every_corner():
