@@ -172,3 +172,64 @@ def test_cli_rejects_unknown_impl():
     )
     assert result.returncode == 2
     assert "--impls" in result.stderr and "fast_please" in result.stderr
+
+
+# --------------------------------------------------------------------------- the profiler table
+def _tiny_layout():
+    from dilate_lab.bench import Layout
+
+    return Layout("tiny", batch=1, height=8, width=8, heads_per_group=1, head_dim=8)
+
+
+def test_profile_counts_the_operators_each_implementation_must_call():
+    """unfold calls im2col twice per group (K and V), its backward col2im as often; fused never does."""
+    from dilate_lab.bench import profile_ops
+
+    groups = len(_tiny_layout().dilations)
+    unfold = {op.name: op for op in profile_ops("unfold", _tiny_layout(), repeats=2, threads=1)}
+    assert unfold["aten::im2col"].calls == 2 * groups
+    assert unfold["aten::col2im"].calls == 2 * groups
+    forward_only = profile_ops("unfold", _tiny_layout(), backward=False, repeats=2, threads=1)
+    forward_only = {op.name: op for op in forward_only}
+    assert forward_only["aten::im2col"].calls == 2 * groups
+    assert "aten::col2im" not in forward_only
+
+    fused = profile_ops("fused", _tiny_layout(), repeats=2, threads=1)
+    names = {op.name: op for op in fused}
+    assert "aten::im2col" not in names and "aten::col2im" not in names
+    assert names["aten::_softmax"].calls == groups  # one softmax per group, none in the hand-written backward
+    assert names["_FusedSWDABackward"].calls == groups
+    # largest first, shares of one whole
+    assert [op.self_ms for op in fused] == sorted((op.self_ms for op in fused), reverse=True)
+    assert sum(op.share for op in fused) == pytest.approx(1.0)
+    assert all(op.self_ms >= 0 and op.calls >= 1 for op in fused)
+
+
+def test_format_profile_shows_the_top_rows_and_sums_the_rest():
+    from dilate_lab.bench import OpTime, format_profile
+
+    ops = [
+        OpTime("aten::bmm", 18, 6.0, 0.6),
+        OpTime("aten::copy_", 4, 3.0, 0.3),
+        OpTime("aten::add", 2, 1.0, 0.1),
+    ]
+    lines = format_profile(ops, top=2).splitlines()
+    assert lines[0].split() == ["operator", "calls", "self", "ms", "share"]
+    assert lines[1].split() == ["aten::bmm", "18", "6.00", "60%"]
+    assert lines[3].split() == ["(other:", "1", "operators)", "2", "1.00", "10%"]
+    assert lines[4].split() == ["total", "10.00", "100%"]
+    assert len(format_profile(ops, top=5).splitlines()) == 1 + 3 + 1  # no "(other)" line
+    with pytest.raises(ValueError, match="top"):
+        format_profile(ops, top=0)
+
+
+def test_profile_rejects_bad_arguments():
+    from dilate_lab.bench import profile_ops
+
+    with pytest.raises(ValueError, match="impl must be one of .*'fused'.*got 'fastest'"):
+        profile_ops("fastest", _tiny_layout())
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="impl='flex' does not run on cpu"):
+            profile_ops("flex", _tiny_layout())
+    with pytest.raises(ValueError, match="repeats"):
+        profile_ops("fused", _tiny_layout(), repeats=0)

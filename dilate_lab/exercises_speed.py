@@ -1,0 +1,185 @@
+"""Lesson 06's exercise: SWDA without a k*k copy of K and V, checked with the course's machinery.
+
+In a notebook::
+
+    from dilate_lab.exercises_speed import lesson06
+    lesson06.swda_shift.check(my_swda_shift)   # feedback
+    lesson06.swda_shift.hint()                 # a nudge
+    lesson06.swda_shift.solution()             # the worked answer
+
+The check has two parts. First the output and the gradients, exactly as for
+lessons 02 and 03 (same cases, same diagnoses of the usual mistakes). Then the
+memory: the answer runs once more on a larger map under a ``TorchFunctionMode``
+that sees every torch call the learner's code makes and the storage of every
+tensor those calls return. A copy-free answer holds nothing bigger than the
+zero-padded K or V and the (..., k*k) logits; ``F.unfold``, or a ``torch.stack``
+of the k*k shifted views, makes a tensor k*k times the size of K, and is refused
+with the call that made it.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from .checking import Exercise, Incorrect, call_answer
+from .exercises import _SWDA_CASES, _diagnose_swda, _random_qkv
+
+__all__ = ["lesson06"]
+
+_MEMORY_CASE = (3, 2, (1, 2, 16, 16, 8))
+"""(kernel_size, dilation, (B, heads, H, W, head_dim)) of the memory check. Padded K
+is (20 * 20) / (16 * 16) = 1.6 times K, the logits 9 / 8 = 1.1 times: both far
+below the k*k = 9 times of an unfolded copy."""
+
+_COPY_LIMIT = 0.5
+"""A tensor whose storage holds more than this share of a k*k copy of K is refused."""
+
+
+class _CallRecorder(TorchFunctionMode):
+    """Records the torch functions called and the largest tensor storage any of them returned."""
+
+    def __enter__(self):
+        self.seen = set()
+        self.largest = (0, None, ())  # (bytes, function, shape)
+        return super().__enter__()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        self.seen.add(func)
+        for tensor in result if isinstance(result, (tuple, list)) else (result,):
+            if isinstance(tensor, torch.Tensor):
+                size = tensor.untyped_storage().nbytes()
+                if size > self.largest[0]:
+                    self.largest = (size, func, tuple(tensor.shape))
+        return result
+
+
+def _function_name(func) -> str:
+    name = getattr(func, "__name__", repr(func))
+    owner = getattr(func, "__objclass__", None) or getattr(func, "__self__", None)
+    if owner is torch.Tensor or (isinstance(owner, type) and issubclass(owner, torch.Tensor)):
+        return f"Tensor.{name}"
+    module = getattr(func, "__module__", "") or ""
+    if module.startswith("torch.nn.functional"):
+        return f"F.{name}"
+    return f"torch.{name}"
+
+
+def _refuse_unfold(seen) -> None:
+    if F.unfold in seen:
+        raise Incorrect(
+            "your function calls F.unfold (or nn.Unfold), which copies every window: K and V k*k "
+            "times over, lesson 03's cost. Pad K and V once with F.pad and loop over the k*k window "
+            "positions, slicing one shifted H x W view of the padded tensor for each."
+        )
+
+
+def _check_values_and_gradients(fn) -> None:
+    """Lessons 02-03's cases: output, inputs untouched, gradients; torch.roll gets its own message."""
+    for case, (kernel_size, dilation, shape) in enumerate(_SWDA_CASES):
+        q, k, v = _random_qkv(shape, seed=case)
+        for t in (q, k, v):
+            t.requires_grad_(True)
+        originals = [t.detach().clone() for t in (q, k, v)]
+        with _CallRecorder() as calls:
+            out = call_answer(fn, q, k, v, kernel_size, dilation)
+        _refuse_unfold(calls.seen)
+        for name, t, before in zip("qkv", (q, k, v), originals):
+            if not torch.equal(t.detach(), before):
+                raise Incorrect(f"your function modified its input {name} in place; leave inputs untouched.")
+        try:
+            _diagnose_swda(out, q.detach(), k.detach(), v.detach(), kernel_size, dilation)
+        except Incorrect as mismatch:
+            if torch.roll not in calls.seen:
+                raise
+            roll = (
+                "You call torch.roll: it wraps around, so the key beyond the right border comes back "
+                "from the left border instead of being a zero. Pad with zeros (F.pad) and slice instead."
+            )
+            if "border pixels differ" in str(mismatch):
+                raise Incorrect(
+                    f"(kernel_size={kernel_size}, dilation={dilation}) pixels whose window lies on the "
+                    f"map are right, but border pixels differ. {roll}"
+                ) from None
+            raise Incorrect(f"{mismatch} {roll}") from None
+        if not out.requires_grad:
+            raise Incorrect(
+                "the output does not require grad: no gradient can reach q, k or v. Did you detach(), "
+                "use .item(), or build the output with torch.tensor(...)? Assemble it with torch "
+                "operations from the inputs."
+            )
+        out.sum().backward()
+        for name, t in zip("qkv", (q, k, v)):
+            if t.grad is None or not bool(t.grad.abs().sum() > 0):
+                raise Incorrect(f"no gradient reaches {name}: somewhere the computation leaves autograd.")
+
+
+def _check_no_window_copy(fn) -> None:
+    """Run once on a larger map; refuse any tensor with more than half a k*k copy of K."""
+    kernel_size, dilation, shape = _MEMORY_CASE
+    q, k, v = _random_qkv(shape, seed=99)
+    with _CallRecorder() as calls:
+        call_answer(fn, q, k, v, kernel_size, dilation)
+    _refuse_unfold(calls.seen)
+    kk = kernel_size * kernel_size
+    k_bytes = k.numel() * k.element_size()
+    size, func, made_shape = calls.largest
+    if size > _COPY_LIMIT * kk * k_bytes:
+        raise Incorrect(
+            f"on q, k, v of shape {shape} (kernel_size={kernel_size}, dilation={dilation}) your function "
+            f"made a tensor of shape {made_shape} with {_function_name(func)}: {size / k_bytes:.1f} times "
+            f"the size of K, close to the k*k = {kk} copies this lesson avoids. Keep the shifted views "
+            "as views: compute each one's logits (or its share of the output) and let it go, instead "
+            "of stacking the views of K or V into one tensor."
+        )
+
+
+def _check_swda_shift(fn) -> str:
+    _check_values_and_gradients(fn)
+    _check_no_window_copy(fn)
+    return (
+        "your shift version matches the loop and unfold exactly, border and gradients included, and "
+        "never holds more than the padded K and V and the (..., k*k) logits: no k*k copy."
+    )
+
+
+_SHIFT_SOLUTION = '''
+def swda_shift(q, k, v, kernel_size, dilation):
+    B, heads, H, W, d = q.shape
+    pad = dilation * (kernel_size // 2)
+    k_pad = F.pad(k, (0, 0, pad, pad, pad, pad))             # B, heads, H+2pad, W+2pad, d
+    v_pad = F.pad(v, (0, 0, pad, pad, pad, pad))             # B, heads, H+2pad, W+2pad, d
+    corners = [(a * dilation, b * dilation)                  # top-left corner of each view
+               for a in range(kernel_size) for b in range(kernel_size)]
+
+    q = q * d ** -0.5
+    logits = torch.stack(
+        [(q * k_pad[:, :, t : t + H, l : l + W]).sum(-1) for t, l in corners], dim=-1
+    )                                                        # B, heads, H, W, k*k
+    attn = torch.softmax(logits, dim=-1)                     # padded keys: logit 0, kept
+    out = 0
+    for o, (t, l) in enumerate(corners):
+        out = out + attn[..., o : o + 1] * v_pad[:, :, t : t + H, l : l + W]   # B, heads, H, W, d
+    return out
+'''
+
+lesson06 = SimpleNamespace(
+    swda_shift=Exercise(
+        "SWDA over shifted views, without a k*k copy",
+        _check_swda_shift,
+        hints=[
+            "Pad K and V once by p = dilation * (kernel_size // 2) on both sides of H and W: "
+            "F.pad(k, (0, 0, p, p, p, p)) pads the last three dims (d, W, H) of (B, heads, H, W, d).",
+            "Window position o = (a, b) of every query is the view k_pad[:, :, a*r : a*r + H, "
+            "b*r : b*r + W]: element [i, j] of it is key o of query (i, j). Its logit is "
+            "(q * view).sum(-1), shape (B, heads, H, W).",
+            "torch.stack the k*k logits on a new last dim, softmax over it, then add up "
+            "attn[..., o:o+1] * (view o of v_pad), one view at a time: never stack the views themselves.",
+        ],
+        solution=_SHIFT_SOLUTION,
+    )
+)

@@ -1,0 +1,204 @@
+"""Lesson 06's figures, checked on what they draw against independent computations."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+
+from dilate_lab.bench import OpTime
+from dilate_lab.speed_figures import (
+    plot_block_mask,
+    plot_shifted_views,
+    plot_time_breakdown,
+    window_block_usage,
+)
+
+
+def artists(fig, gid):
+    found = []
+    for ax in fig.axes:
+        for artist in list(ax.patches) + list(ax.collections) + list(ax.texts) + list(ax.lines):
+            if artist.get_gid() == gid:
+                found.append((ax, artist))
+    return found
+
+
+def one(fig, gid):
+    found = artists(fig, gid)
+    assert len(found) == 1, f"expected one artist {gid!r}, found {len(found)}"
+    return found[0][1]
+
+
+def cell_centres(collection):
+    """(row, col) of each square of a PatchCollection drawn on the map (x = col, y = row)."""
+    return {
+        (round(path.vertices[:, 1].mean()), round(path.vertices[:, 0].mean()))
+        for path in collection.get_paths()
+    }
+
+
+# --------------------------------------------------------------------------- shifted views
+@pytest.mark.parametrize(
+    "H,W,kernel_size,dilation,row,col",
+    [(6, 6, 3, 2, 1, 4), (5, 7, 3, 1, 0, 0), (4, 5, 5, 1, 3, 2), (7, 7, 3, 3, 3, 3)],
+)
+def test_each_view_puts_the_query_on_its_unfold_key(H, W, kernel_size, dilation, row, col):
+    """View o, read at the query's [row, col] on the padded map, is row o of F.unfold's column.
+
+    The unfold of the pixel numbers 1..H*W (0 = padding) is computed here, independently.
+    """
+    fig = plot_shifted_views(H, W, kernel_size, dilation, row, col)
+    kk = kernel_size * kernel_size
+    pad = dilation * (kernel_size // 2)
+    numbers = torch.arange(1, H * W + 1, dtype=torch.float64).reshape(1, 1, H, W)
+    column = F.unfold(numbers, kernel_size, dilation=dilation, padding=pad)[0, :, row * W + col]  # k*k
+    padded = np.pad(np.arange(1, H * W + 1).reshape(H, W), pad)  # H+2p, W+2p, 0 = padding
+    assert len(fig.axes) == kk
+    for o in range(kk):
+        view = one(fig, f"view-{o}")
+        assert (view.get_width(), view.get_height()) == (W, H)
+        top, left = view.get_y() + 0.5 + pad, view.get_x() + 0.5 + pad  # in padded coordinates
+        assert padded[int(top) + row, int(left) + col] == int(column[o])
+        key = one(fig, f"key-{o}")
+        (key_row, key_col), = cell_centres(key)
+        assert padded[key_row + pad, key_col + pad] == int(column[o])
+        # zero padding is drawn hatched, keys on the map are not
+        assert bool(key.get_hatch()) == (int(column[o]) == 0)
+        assert len(artists(fig, f"shift-{o}")) == (0 if o == kk // 2 else 1)
+
+
+def test_shifted_views_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="row"):
+        plot_shifted_views(6, 6, 3, 1, row=6, col=0)
+    with pytest.raises(ValueError, match="kernel_size must be at most 5"):
+        plot_shifted_views(8, 8, 7, 1, 1, 1)
+    with pytest.raises(ValueError, match="kernel_size"):
+        plot_shifted_views(8, 8, 4, 1, 1, 1)
+    with pytest.raises(ValueError, match="dilation"):
+        plot_shifted_views(8, 8, 3, 0, 1, 1)
+    with pytest.raises(ValueError, match="height and width must be at most 16"):
+        plot_shifted_views(17, 8, 3, 1, 1, 1)
+
+
+# --------------------------------------------------------------------------- block usage
+def dense_blocks(H, W, kernel_size, dilation, block_size):
+    """Brute force: the full (N, N) window mask from pixel coordinates, then any() per tile."""
+    n = H * W
+    ys, xs = np.divmod(np.arange(n), W)
+    d_row = ys[None, :] - ys[:, None]  # query (dim 0) to key (dim 1)
+    d_col = xs[None, :] - xs[:, None]
+    reach = dilation * (kernel_size // 2)
+    allowed = (
+        (np.abs(d_row) <= reach)
+        & (np.abs(d_col) <= reach)
+        & (d_row % dilation == 0)
+        & (d_col % dilation == 0)
+    )
+    nb = -(-n // block_size)
+    blocks = np.zeros((nb, nb), dtype=bool)
+    computed = 0
+    for qb in range(nb):
+        for kb in range(nb):
+            tile = allowed[qb * block_size : (qb + 1) * block_size, kb * block_size : (kb + 1) * block_size]
+            blocks[qb, kb] = tile.any()
+            computed += tile.size if tile.any() else 0
+    return blocks, int(allowed.sum()), computed
+
+
+@pytest.mark.parametrize(
+    "H,W,kernel_size,dilation,block_size",
+    [(16, 16, 3, 2, 32), (9, 7, 3, 1, 8), (12, 10, 5, 2, 16), (14, 14, 3, 3, 128), (5, 5, 3, 1, 1)],
+)
+def test_block_usage_matches_brute_force(H, W, kernel_size, dilation, block_size):
+    usage = window_block_usage(H, W, kernel_size, dilation, block_size)
+    blocks, pairs, computed = dense_blocks(H, W, kernel_size, dilation, block_size)
+    np.testing.assert_array_equal(usage.blocks, blocks)
+    assert usage.window_pairs == pairs
+    assert usage.computed_pairs == computed
+    assert usage.block_fraction == pytest.approx(blocks.mean())
+    assert usage.useful_fraction == pytest.approx(pairs / computed)
+
+
+def test_block_usage_of_one_pixel_blocks_is_the_mask_itself():
+    usage = window_block_usage(5, 5, 3, 1, block_size=1)
+    assert usage.useful_fraction == 1.0
+    # 9 interior queries see 9 keys, 12 edge queries 6, 4 corners 4
+    assert usage.computed_blocks == usage.window_pairs == 9 * 9 + 12 * 6 + 4 * 4
+
+
+def test_block_usage_agrees_with_flex_attention_block_mask():
+    flex = pytest.importorskip("torch.nn.attention.flex_attention")
+    H, W, kernel_size, dilation, block_size = 20, 20, 3, 2, 32
+    reach = dilation * (kernel_size // 2)
+
+    def mask_mod(b, h, q_idx, kv_idx):  # written here from the definition, not the package's
+        dr = kv_idx // W - q_idx // W
+        dc = kv_idx % W - q_idx % W
+        return (dr.abs() <= reach) & (dc.abs() <= reach) & (dr % dilation == 0) & (dc % dilation == 0)
+
+    block_mask = flex.create_block_mask(
+        mask_mod, None, None, H * W, H * W, device="cpu", BLOCK_SIZE=block_size, _compile=False
+    )
+    theirs = block_mask.to_dense()[0, 0].numpy().astype(bool)  # query blocks, key blocks
+    np.testing.assert_array_equal(window_block_usage(H, W, kernel_size, dilation, block_size).blocks, theirs)
+
+
+def test_block_usage_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="block_size"):
+        window_block_usage(8, 8, 3, 1, block_size=0)
+    with pytest.raises(ValueError, match="height"):
+        window_block_usage(0, 8)
+
+
+# --------------------------------------------------------------------------- block mask figure
+def test_block_mask_figure_draws_the_usage():
+    H, W, kernel_size, dilation, block_size, row, col = 12, 10, 3, 2, 16, 6, 3
+    fig = plot_block_mask(H, W, kernel_size, dilation, block_size, row, col)
+    usage = window_block_usage(H, W, kernel_size, dilation, block_size)
+    assert len(one(fig, "computed-blocks").get_paths()) == usage.computed_blocks
+    dots = one(fig, "window-pairs")
+    assert len(dots.get_xdata()) == usage.window_pairs
+    # the query block's members and the keys their windows read, by hand
+    query_block = (row * W + col) // block_size
+    members = range(query_block * block_size, min(H * W, (query_block + 1) * block_size))
+    assert cell_centres(one(fig, "query-block")) == {divmod(n, W) for n in members}
+    read = set()
+    for n in members:
+        i, j = divmod(n, W)
+        for p in (-dilation, 0, dilation):
+            for s in (-dilation, 0, dilation):
+                if 0 <= i + p < H and 0 <= j + s < W:
+                    read.add((i + p, j + s))
+    assert cell_centres(one(fig, "read-keys")) == read
+    loaded = {divmod(n, W) for b in {(i * W + j) // block_size for i, j in read}
+              for n in range(b * block_size, min(H * W, (b + 1) * block_size))}
+    assert cell_centres(one(fig, "loaded-blocks")) == loaded
+
+
+def test_block_mask_figure_skips_the_dots_on_big_maps():
+    fig = plot_block_mask(40, 40, 3, 1, 128)
+    assert artists(fig, "window-pairs") == []
+    usage = window_block_usage(40, 40, 3, 1, 128)
+    assert len(one(fig, "computed-blocks").get_paths()) == usage.computed_blocks
+
+
+# --------------------------------------------------------------------------- time breakdown
+def test_time_breakdown_bars_and_other():
+    ops = [OpTime("aten::bmm", 3, 4.0, 0.5), OpTime("aten::copy_", 2, 2.0, 0.25),
+           OpTime("aten::mul", 1, 1.5, 0.1875), OpTime("aten::add", 1, 0.5, 0.0625)]
+    fig = plot_time_breakdown({"unfold": ops, "fused": ops[:1]}, top=2)
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    unfold_bars = [artist for _, artist in artists(fig, "bars-unfold")]
+    assert [bar.get_width() for bar in unfold_bars] == [4.0, 2.0, 2.0]  # the last is (other): 1.5 + 0.5
+    assert len(artists(fig, "bars-fused")) == 1
+    assert "8.0 ms per run" in fig.axes[0].get_title()
+
+
+def test_time_breakdown_rejects_empty_profiles():
+    with pytest.raises(ValueError, match="profiles"):
+        plot_time_breakdown({})
+    with pytest.raises(ValueError, match="profiles"):
+        plot_time_breakdown({"fused": []})
+    with pytest.raises(ValueError, match="top"):
+        plot_time_breakdown({"fused": [OpTime("x", 1, 1.0, 1.0)]}, top=0)
