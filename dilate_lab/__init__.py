@@ -34,6 +34,8 @@ from .figures import (
     plot_attention_cost,
     plot_attention_heads,
     plot_border_modes,
+    plot_dilateformer_architecture,
+    dilateformer_stage_shapes,
     plot_effective_receptive_field,
     plot_multi_scale,
     plot_receptive_field,
@@ -46,7 +48,25 @@ from .figures import (
     unfold_integer_map,
 )
 from .images import load_sample_image, sample_image_tensor
-from .shapes import ShapeRow, block_attention, trace_msda_shapes
+from .data import (
+    ImageSet,
+    display_array,
+    load_digits_data,
+    make_longrange_data,
+    plot_examples,
+)
+from .small_models import SmallDilateFormer, build_model, receptive_radius
+
+# The training helpers live in dilate_lab.train (fit, evaluate, run_ablation, ...),
+# not imported here so that `python -m dilate_lab.train` runs it cleanly.
+from .shapes import ShapeRow, block_attention, normalize_imagenet, trace_msda_shapes
+from .speed_figures import (
+    BlockUsage,
+    plot_block_mask,
+    plot_shifted_views,
+    plot_time_breakdown,
+    window_block_usage,
+)
 
 # The explorers need ipywidgets (the "course" extra): imported on first use only.
 _WIDGET_NAMES = (
