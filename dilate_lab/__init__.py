@@ -78,6 +78,8 @@ _WIDGET_NAMES = (
     "border_explorer",
     "coverage_explorer",
     "unfold_explorer",
+    "shifted_views_explorer",
+    "block_mask_explorer",
 )
 
 

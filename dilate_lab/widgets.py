@@ -32,7 +32,7 @@ from collections.abc import Callable
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-from . import figures
+from . import figures, speed_figures
 from .images import load_sample_image
 from .shapes import block_attention, trace_msda_shapes
 
@@ -47,6 +47,8 @@ __all__ = [
     "border_explorer",
     "coverage_explorer",
     "unfold_explorer",
+    "shifted_views_explorer",
+    "block_mask_explorer",
 ]
 
 _PNG_DPI = 96
@@ -486,3 +488,41 @@ def unfold_explorer(
         return figures.plot_unfold_columns(height, width, kernel_size, dilation, row, col)
 
     return Explorer("unfold", controls, draw, sync=_clamp_unfold_query)
+
+
+# ---------------------------------------------------------------------------
+# 9. the k*k shifted views of padded K, lesson 06
+# ---------------------------------------------------------------------------
+def shifted_views_explorer(kernel_size: int = 3, dilation: int = 2, row: int = 1, col: int = 4) -> Explorer:
+    """Move the query: each window position's key is the same pixel of one shifted view of padded K."""
+    controls = {
+        "dilation": _toggle((1, 2, 3), dilation, "dilation r", "dl-dilation"),
+        "kernel_size": _toggle((3, 5), kernel_size, "kernel k", "dl-kernel"),
+        "row": _slider(row, 0, 5, "query row", "dl-row"),
+        "col": _slider(col, 0, 5, "query col", "dl-col"),
+    }
+
+    def draw(dilation, kernel_size, row, col):
+        return speed_figures.plot_shifted_views(6, 6, kernel_size, dilation, row, col)
+
+    return Explorer("shifted-views", controls, draw)
+
+
+# ---------------------------------------------------------------------------
+# 10. which tiles a block-sparse kernel computes, lesson 06
+# ---------------------------------------------------------------------------
+def block_mask_explorer(side: int = 16, dilation: int = 2, block_size: int = 32) -> Explorer:
+    """Change the dilation and the tile size: the query-by-key tiles a FlexAttention-style kernel computes."""
+    controls = {
+        "dilation": _toggle((1, 2, 3), dilation, "dilation r", "dl-dilation"),
+        "block_size": _toggle((16, 32, 64, 128), block_size, "block", "dl-block"),
+        "side": widgets.IntSlider(
+            value=side, min=8, max=32, step=4, description="map side", style={"description_width": "80px"}
+        ),
+    }
+    controls["side"].add_class("dl-size")
+
+    def draw(dilation, block_size, side):
+        return speed_figures.plot_block_mask(height=side, width=side, dilation=dilation, block_size=block_size)
+
+    return Explorer("block-mask", controls, draw)

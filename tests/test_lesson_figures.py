@@ -153,3 +153,24 @@ def test_unfold_explorer_sweep_never_errors():
         np.testing.assert_array_equal(
             image_by_gid(explorer.figure, "unfold-matrix"), unfold_by_hand(height, width, kernel_size, dilation)
         )
+
+
+# --------------------------------------------------------------------------- lesson 06 explorers
+def test_speed_explorers_follow_their_controls():
+    from dilate_lab import block_mask_explorer, shifted_views_explorer
+
+    views = shifted_views_explorer()
+    assert views.error is None and len(views.figure.axes) >= 9
+    views.controls["kernel_size"].value = 5
+    assert views.error is None and len(views.figure.axes) >= 25  # one panel per window position
+
+    blocks = block_mask_explorer()
+    assert blocks.error is None
+    before = blocks.figure
+    blocks.controls["block_size"].value = 16
+    assert blocks.error is None and blocks.figure is not before
+    for side in (8, 20, 32):
+        for dilation in (1, 2, 3):
+            blocks.controls["side"].value = side
+            blocks.controls["dilation"].value = dilation
+            assert blocks.error is None, blocks.error
