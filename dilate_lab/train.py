@@ -1,18 +1,20 @@
 """Train small DilateFormers and run the paper's dilation ablation; also a command line.
 
 - ``fit(model, train, test, epochs=..., lr=..., seed=...)``: AdamW with a linear
-  warm-up and a cosine decay, a progress line per epoch, and a ``History`` of
-  loss and accuracy per epoch (train and test).
+  warm-up and a cosine decay, a progress bar while each epoch runs, and a
+  ``History`` of loss and accuracy per epoch (train and test).
 - ``evaluate(model, data)``: summed loss, number correct, number seen.
-- ``plot_history(history)`` and ``plot_ablation(summary)``: pure figure functions.
 - ``run_ablation(task, arms, seeds, ...)``: the same small model with dilations
   (1, 2, 3), (1, 1, 1) or global attention, same depth and width, several seeds;
-  ``summarize`` gives mean, standard deviation, min and max per arm.
+  ``summarize`` gives mean, standard deviation, min and max per arm,
+  ``format_summary`` a Markdown table, ``write_results`` a CSV file.
+- ``plot_history(history)`` and ``plot_ablation(results)``: pure figure functions.
+- ``lesson07``: lesson 07's exercise (how many blocks until a token sees two cells d apart).
 
 From a shell (results: one CSV row per run; the summary is printed as Markdown)::
 
     python -m dilate_lab.train --task longrange --arms 1,2,3 1,1,1 global \\
-        --seeds 0 1 2 --epochs 12 --out results.csv
+        --seeds 0 1 2 --epochs 12 --out results.csv --summary results.md
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from dilate_lab import window_offsets
