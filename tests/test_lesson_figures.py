@@ -174,3 +174,17 @@ def test_speed_explorers_follow_their_controls():
             blocks.controls["side"].value = side
             blocks.controls["dilation"].value = dilation
             assert blocks.error is None, blocks.error
+
+
+# --------------------------------------------------------------------------- explorer timings
+def test_widget_timing_measures_every_control_change():
+    from dilate_lab.widget_timing import format_timings, measure_explorers
+
+    rows = measure_explorers(["coverage_explorer", "receptive_field_explorer"], rounds=1)
+    # coverage: kernel, size, dilations; receptive field: dilation, kernel, size, row, col, photo
+    assert [row["changes"] for row in rows] == [2 * 3, 2 * 6]
+    for row in rows:
+        assert row["errors"] is None
+        assert 0 < row["median_change_s"] <= row["slowest_change_s"]
+    table = format_timings(rows)
+    assert "coverage_explorer" in table and "within 0.2 s" in table
