@@ -26,18 +26,8 @@ __all__ = ["BUDGET_SECONDS", "EXPLORERS", "measure_explorers", "format_timings",
 
 BUDGET_SECONDS = 0.2
 
-EXPLORERS = (
-    "receptive_field_explorer",
-    "multi_scale_explorer",
-    "shape_tracer",
-    "attention_viewer",
-    "erf_explorer",
-    "border_explorer",
-    "coverage_explorer",
-    "unfold_explorer",
-    "shifted_views_explorer",
-    "block_mask_explorer",
-)
+EXPLORERS = tuple(name for name in explorers.__all__ if name not in ("Explorer", "parse_dilations"))
+"""Every explorer factory of ``dilate_lab.widgets``."""
 
 _ALTERNATIVE_TEXT = {"dilations": "1, 2", "left": "1, 1", "right": "1, 2"}
 
