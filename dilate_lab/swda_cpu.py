@@ -31,6 +31,13 @@ Why it is fast, and why it stays small in memory:
   Zero-padded positions have constant logits (0), so no gradient may flow through
   them: with ``w`` zero there, ``dl`` is zero there too, in both padding modes.
 
+- **Two cases go through the differentiable ``"shift"`` path instead**, because
+  cancelling a wrong row by a zero weight fails for them: non-finite inputs
+  (``NaN * 0`` is NaN, and would leak into the neighbouring image; ``swda``
+  routes such calls to ``"shift"``) and, in backward, a non-finite upstream
+  gradient or ``create_graph=True`` (second derivatives: the backward is then
+  recomputed with autograd, so it is itself differentiable).
+
 Weights are stored offset-major, (k*k, N), so that the softmax, the masks and
 each per-offset weight row are contiguous along the long dimension.
 
@@ -43,7 +50,6 @@ from __future__ import annotations
 import functools
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from .geometry import inside_mask
 from .tracing import record
@@ -184,17 +190,32 @@ class _FusedSWDA(torch.autograd.Function):
             weights.view(kk, B * heads, H * W).mul_(inside_float.unsqueeze(1))
 
         out = _weighted_sum(weights, v_rows, shifts, kk // 2)  # B*heads*H*W, d
-        ctx.save_for_backward(q_rows, k_rows, v_rows, weights)
+        # the inputs themselves (not their row views): unpacked in a create_graph backward
+        # they are still nodes of the caller's graph, so second derivatives can flow
+        ctx.save_for_backward(q, k, v, weights)
         ctx.geometry = (q.shape, kernel_size, dilation, scale)
+        ctx.padding = padding
         return out.view(B, heads, H, W, d)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
-        q_rows, k_rows, v_rows, weights = ctx.saved_tensors
+        if torch.is_grad_enabled() or not bool(torch.isfinite(grad_out).all()):
+            # create_graph=True (a gradient of the gradient is wanted), or a non-finite
+            # upstream gradient that the hand-written sums would spread across images:
+            # recompute through the differentiable shift path instead.
+            return _backward_by_recomputing(ctx, grad_out)
+        with torch.no_grad():
+            return _FusedSWDA._hand_written_backward(ctx, grad_out)
+
+    @staticmethod
+    def _hand_written_backward(ctx, grad_out):
+        q, k, v, weights = ctx.saved_tensors
         shape, kernel_size, dilation, scale = ctx.geometry
-        W = shape[3]
-        rows, d = q_rows.shape
+        W, d = shape[3], shape[4]
+        rows = q.numel() // d
+        q_rows = q.contiguous().view(rows, d)  # B*heads*H*W, d
+        k_rows = k.contiguous().view(rows, d)  # B*heads*H*W, d
+        v_rows = v.contiguous().view(rows, d)  # B*heads*H*W, d
         kk = kernel_size * kernel_size
         shifts = _window_shifts(kernel_size, dilation, W)
         center = kk // 2
@@ -216,6 +237,32 @@ class _FusedSWDA(torch.autograd.Function):
             if need_k:
                 grad_k = _scatter_sum(grad_logits, q_rows, shifts, center).view(shape)
         return grad_q, grad_k, grad_v, None, None, None, None
+
+
+def _backward_by_recomputing(ctx, grad_out):
+    """Gradients through autograd over the shift implementation (differentiable, NaN-exact)."""
+    from .swda import _swda_shift  # swda imports this module: import at call time
+
+    q, k, v, _ = ctx.saved_tensors
+    shape, kernel_size, dilation, scale = ctx.geometry
+    wanted = [i for i, needed in enumerate(ctx.needs_input_grad[:3]) if needed]
+    create_graph = torch.is_grad_enabled()
+    with torch.enable_grad():
+        # Differentiate with respect to fresh views: an unpacked saved tensor is not the
+        # graph node autograd knows it by, while a view made here is. With create_graph
+        # the views still hang on the caller's graph, so the result is differentiable.
+        views = []
+        for saved in (q, k, v):
+            view = saved.view(shape)  # B, heads, H, W, d
+            views.append(view if view.requires_grad else view.detach().requires_grad_(True))
+        out = _swda_shift(*views, kernel_size, dilation, ctx.padding, scale)
+        grads = torch.autograd.grad(
+            out, [views[i] for i in wanted], grad_out, create_graph=create_graph, allow_unused=True
+        )
+    result = [None, None, None]
+    for i, grad in zip(wanted, grads):
+        result[i] = grad.view(shape) if grad is not None else torch.zeros(shape, dtype=grad_out.dtype, device=grad_out.device)
+    return (*result, None, None, None, None)
 
 
 def swda_fused(q, k, v, kernel_size, dilation, padding, scale):

@@ -189,3 +189,43 @@ def test_device_mismatch():
     q, k, v = good()
     with pytest.raises(ValueError, match="same device"):
         swda(q, k.cuda(), v)
+
+
+# --------------------------------------------------------------------------- non-finite values, 2nd order
+@pytest.mark.parametrize("padding", ["zeros", "mask"])
+@pytest.mark.parametrize("impl", ALL_IMPLS)
+def test_a_nan_stays_where_unfold_puts_it(impl, padding):
+    """A NaN in one image reaches exactly the pixels whose window holds it, never another image."""
+    q, k, v = make_qkv((2, 2, 7, 8, 3), dtype=torch.float32)
+    for poisoned in ("k", "v"):
+        tensors = {"q": q.clone(), "k": k.clone(), "v": v.clone()}
+        tensors[poisoned][0, 1, 3, 4, 0] = float("nan")
+        expected = torch.isnan(swda(**tensors, kernel_size=3, dilation=2, padding=padding, impl="unfold"))
+        got = torch.isnan(swda(**tensors, kernel_size=3, dilation=2, padding=padding, impl=impl))
+        assert torch.equal(got, expected), f"NaN in {poisoned}"
+        assert not got[1].any(), "a NaN in image 0 reached image 1"
+
+
+@pytest.mark.parametrize("impl", ALL_IMPLS)
+def test_a_nan_gradient_stays_in_its_image(impl):
+    q, k, v = make_qkv((2, 1, 6, 6, 3), dtype=torch.float32, requires_grad=True)
+    grad_out = torch.zeros(2, 1, 6, 6, 3)
+    grad_out[0, 0, 2, 2, 0] = float("nan")
+
+    def nan_pattern(name):
+        out = swda(q, k, v, 3, 2, impl=name)
+        return [torch.isnan(g) for g in torch.autograd.grad(out, (q, k, v), grad_out)]
+
+    for got, expected in zip(nan_pattern(impl), nan_pattern("unfold")):
+        assert torch.equal(got, expected)
+        assert not got[1].any()
+
+
+@pytest.mark.parametrize("padding", ["zeros", "mask"])
+@pytest.mark.parametrize("impl", SWDA_IMPLS)
+def test_second_derivatives(impl, padding):
+    """Double backward (gradient penalties, meta-learning) is exact, not silently dropped."""
+    q, k, v = make_qkv((1, 1, 3, 4, 2), requires_grad=True)
+    assert torch.autograd.gradgradcheck(
+        lambda a, b, c: swda(a, b, c, 3, 2, padding=padding, impl=impl), (q, k, v)
+    )
