@@ -183,7 +183,7 @@ def count_flops(model: nn.Module, img_size=None, in_chans: int | None = None) ->
         counter = _counter_for(module)
         if counter is not None:
             handles.append(module.register_forward_hook(hook_for(name, counter)))
-    was_training = model.training
+    modes = {module: module.training for module in model.modules()}  # restored one by one
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
@@ -194,7 +194,8 @@ def count_flops(model: nn.Module, img_size=None, in_chans: int | None = None) ->
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
+        for module, training in modes.items():
+            module.training = training
     return FlopCount(
         img_size=size,
         total=sum(by_part.values()),

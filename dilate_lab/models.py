@@ -33,7 +33,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._checks import check_kernel_size, check_padding, check_positive_int, check_scale
+from ._checks import (
+    check_channels_last_input,
+    check_kernel_size,
+    check_padding,
+    check_positive_int,
+    check_scale,
+)
 from .msda import MultiDilateAttention, check_dilations, check_impl, check_probability
 
 __all__ = [
@@ -144,6 +150,7 @@ class GlobalAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_channels_last_input(x, self.dim, self)
         B, H, W, C = x.shape
         qkv = self.qkv(x).reshape(B, H * W, 3, self.num_heads, self.head_dim)  # B, N, 3, heads, d
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B, heads, N, d

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from ._checks import (
+    check_channels_last_input,
     check_dilation,
     check_kernel_size,
     check_padding,
@@ -174,11 +175,7 @@ class MultiDilateAttention(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[-1] != self.dim:
-            raise ValueError(
-                f"x must be channels-last (B, H, W, C) with C = dim = {self.dim}, "
-                f"got shape {tuple(x.shape)}"
-            )
+        check_channels_last_input(x, self.dim, self)
         B, H, W, C = x.shape
         groups, heads = self.num_dilation, self.num_heads // self.num_dilation
         record("input (B, H, W, C)", x)

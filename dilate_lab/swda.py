@@ -147,7 +147,10 @@ SWDA_IMPLS: tuple[str, ...] = tuple(name for name in _IMPLS if name not in _IMPL
 
 def available_impls(device) -> tuple[str, ...]:
     """Names ``swda(..., impl=...)`` accepts for tensors on ``device`` (besides ``"auto"``)."""
-    device_type = torch.device(device).type
+    try:
+        device_type = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be a torch.device or a name such as 'cpu' or 'cuda', got {device!r}") from None
     return tuple(
         name for name in _IMPLS if device_type in _IMPL_DEVICE_TYPES.get(name, (device_type,))
     )

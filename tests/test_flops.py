@@ -117,3 +117,17 @@ def test_table_lists_every_part_and_the_paper(tiny_count):
 def test_flop_count_is_a_plain_record():
     count = FlopCount(img_size=(8, 8), total=10, by_part={"a": 10}, by_operator={"conv": 10})
     assert count.gflops == 1e-8
+
+
+def test_count_flops_restores_every_submodule_mode():
+    """A model training with frozen (eval-mode) norms keeps exactly that state after counting."""
+    from dilate_lab import dilateformer_tiny
+
+    model = dilateformer_tiny().train()
+    frozen = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for module in frozen:
+        module.eval()
+    before = {module: module.training for module in model.modules()}
+    count_flops(model, 64)
+    assert {module: module.training for module in model.modules()} == before
+    assert frozen and not any(module.training for module in frozen)

@@ -213,3 +213,20 @@ def test_wrong_input_shape():
     msda = MultiDilateAttention(12, 6)
     with pytest.raises(ValueError, match="channels-last"):
         msda(torch.zeros(1, 12, 5, 5))
+
+
+@pytest.mark.parametrize(
+    "make_input,message",
+    [
+        (lambda: torch.zeros(1, 12, 4, 4), "channels-first"),
+        (lambda: torch.zeros(1, 4, 4, 12, dtype=torch.float64), "module's dtype"),
+        (lambda: [[0.0] * 12], "must be a torch.Tensor"),
+        (lambda: torch.zeros(4, 12), "channels-last"),
+    ],
+)
+def test_bad_inputs_to_the_attention_modules(make_input, message):
+    from dilate_lab import GlobalAttention
+
+    for module in (MultiDilateAttention(12, 3), GlobalAttention(12, 3)):
+        with pytest.raises(ValueError, match=message):
+            module(make_input())

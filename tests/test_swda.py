@@ -229,3 +229,12 @@ def test_second_derivatives(impl, padding):
     assert torch.autograd.gradgradcheck(
         lambda a, b, c: swda(a, b, c, 3, 2, padding=padding, impl=impl), (q, k, v)
     )
+
+
+def test_available_impls_by_device():
+    from dilate_lab import available_impls
+
+    assert available_impls("cpu") == SWDA_IMPLS
+    assert set(available_impls("cuda")) == set(SWDA_IMPLS) | {"flex"}
+    with pytest.raises(ValueError, match="device must be"):
+        available_impls("tpu")
