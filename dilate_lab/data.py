@@ -11,8 +11,11 @@ Two tasks:
   exactly ``distance`` cells apart along a row or a column, hold a coloured mark;
   the label is 1 when the two marks have the same colour and 0 when they differ.
   Grey distractor blocks and faint noise fill the rest. A model none of whose
-  tokens sees both marks cannot compute the label (see ``tests/test_data.py``
-  and lesson 07): it must compare two things ``distance`` cells apart.
+  tokens sees both marks scores each mark separately: of the four colourings
+  of one layout it gets at most three right (at most 75 % accuracy), and since
+  swapping red and blue leaves the data unchanged, its lowest expected
+  cross-entropy is that of answering 50/50 (lesson 07 proves both). To do better
+  a model must compare two things ``distance`` cells apart.
 
 Both return a ``(train, test)`` pair of ``ImageSet`` s: float32 images
 (N, C, H, W) and int64 labels (N,), on the CPU, reproducible from ``seed``.

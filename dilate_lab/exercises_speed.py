@@ -78,6 +78,28 @@ def _refuse_unfold(seen) -> None:
         )
 
 
+def _shift_crash_advice(message: str) -> str:
+    """A tip for the usual crash of a shift answer: views shorter than the map, from too little padding."""
+    if "RuntimeError" in message and "must match the size of tensor" in message:  # a broadcast error
+        return (
+            "A size mismatch between q and a view of the padded K or V usually means the padding is "
+            "too small: pad by dilation * (kernel_size // 2), not kernel_size // 2, so that every view "
+            "k_pad[:, :, a*dilation : a*dilation + H, b*dilation : b*dilation + W] is a whole H x W map."
+        )
+    return ""
+
+
+def _call_with_advice(fn, calls, q, k, v, kernel_size, dilation):
+    """``call_answer`` under the recorder ``calls``; a crash names the case and gets the shift tip."""
+    where = f"(kernel_size={kernel_size}, dilation={dilation}, q of shape {tuple(q.shape)})"
+    try:
+        with calls:
+            return call_answer(fn, q, k, v, kernel_size, dilation)
+    except Incorrect as crash:
+        tip = _shift_crash_advice(str(crash))
+        raise Incorrect(f"{where} {crash}{' ' + tip if tip else ''}") from None
+
+
 def _check_values_and_gradients(fn) -> None:
     """Lessons 02-03's cases: output, inputs untouched, gradients; torch.roll gets its own message."""
     for case, (kernel_size, dilation, shape) in enumerate(_SWDA_CASES):
@@ -85,8 +107,8 @@ def _check_values_and_gradients(fn) -> None:
         for t in (q, k, v):
             t.requires_grad_(True)
         originals = [t.detach().clone() for t in (q, k, v)]
-        with _CallRecorder() as calls:
-            out = call_answer(fn, q, k, v, kernel_size, dilation)
+        calls = _CallRecorder()
+        out = _call_with_advice(fn, calls, q, k, v, kernel_size, dilation)
         _refuse_unfold(calls.seen)
         for name, t, before in zip("qkv", (q, k, v), originals):
             if not torch.equal(t.detach(), before):
@@ -122,8 +144,8 @@ def _check_no_window_copy(fn) -> None:
     """Run once on a larger map; refuse any tensor with more than half a k*k copy of K."""
     kernel_size, dilation, shape = _MEMORY_CASE
     q, k, v = _random_qkv(shape, seed=99)
-    with _CallRecorder() as calls:
-        call_answer(fn, q, k, v, kernel_size, dilation)
+    calls = _CallRecorder()
+    _call_with_advice(fn, calls, q, k, v, kernel_size, dilation)
     _refuse_unfold(calls.seen)
     kk = kernel_size * kernel_size
     k_bytes = k.numel() * k.element_size()

@@ -12,6 +12,7 @@ running any attention.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -91,8 +92,9 @@ def dilated_window(
     check_positive_int(height, "height")
     check_positive_int(width, "width")
     for name, value, size in (("row", row, height), ("col", col, width)):
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < size:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < size:
             raise ValueError(f"{name} must be an int in [0, {size - 1}], got {value!r}")
+    row, col = int(row), int(col)
     positions = tuple((row + dr, col + dc) for dr, dc in window_offsets(kernel_size, dilation))
     outside = tuple(not (0 <= r < height and 0 <= c < width) for r, c in positions)
     return Window((row, col), kernel_size, dilation, height, width, positions, outside)

@@ -22,8 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.collections import PatchCollection
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
+from matplotlib.legend_handler import HandlerTuple
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
 
 from ._checks import check_dilation, check_kernel_size, check_positive_int
 from .figures import _ATTENDED_COLOR, _BEYOND_COLOR, _QUERY_COLOR, _call_text, _cells, _check_query, _draw_map
@@ -39,6 +42,7 @@ __all__ = [
 
 _VIEW_COLOR = "tab:blue"
 _BLOCK_COLOR = "tab:orange"
+_BAND_COLORS = ("0.97", "0.82")  # key blocks on the map: even blocks, odd blocks
 _MAX_VIEW_KERNEL = 5
 _MAX_VIEW_MAP = 16
 _MAX_DENSE_PIXELS = 1024
@@ -55,13 +59,16 @@ def plot_shifted_views(
     K is padded by ``p = dilation * (kernel_size // 2)`` on every side. For window
     position ``o = (a, b)`` (window order, as in ``F.unfold``) the view is
     ``K_pad[a*r : a*r + H, b*r : b*r + W]``: the map shifted by the offset
-    ``((a - k//2) * r, (b - k//2) * r)``. In every panel the star is the query
-    (row, col); the arrow goes to the cell the view puts under it, which is its
-    key o. A cell beyond the border (red, hatched) is a zero of the padding.
+    ``((a - k//2) * r, (b - k//2) * r)``. Each panel draws the padded K (the map
+    framed in black, its zero padding dotted) and, in blue, the H x W slice that
+    forms view o. The star is the query (row, col); the view's element at that
+    same index [row, col] is the cell at the arrow's head: key o of the query,
+    outlined gold when it lies on the map, red and hatched when it is a zero of
+    the padding. A legend under the panels says so.
 
     Artists, per panel o: ``"view-o"`` (the shaded view), ``"key-o"`` (the
     query's key in it), ``"shift-o"`` (the arrow; not drawn for the centre), and
-    ``"query"`` and ``"padded-K"`` in every panel.
+    ``"query"`` and ``"padded-K"`` in every panel; ``"legend"`` (the figure's legend).
     """
     _check_query(row, col, height, width)
     check_kernel_size(kernel_size)
@@ -79,7 +86,8 @@ def plot_shifted_views(
     pad = dilation * (kernel_size // 2)
     side = max(height, width) + 2 * pad
     panel = min(2.3, 0.6 + 0.17 * side)
-    fig = Figure(figsize=(panel * kernel_size + 0.4, panel * kernel_size + 1.1), dpi=80)
+    fig_height = panel * kernel_size + 2.2  # panels, the title, the legend and the call
+    fig = Figure(figsize=(max(6.0, panel * kernel_size + 0.4), fig_height), dpi=80)
     axes = fig.subplots(kernel_size, kernel_size, squeeze=False)
     for o, (d_row, d_col) in enumerate(window_offsets(kernel_size, dilation)):
         a, b = divmod(o, kernel_size)
@@ -121,16 +129,37 @@ def plot_shifted_views(
             fontsize=7,
         )
     fig.suptitle(
-        f"{kernel_size * kernel_size} shifted views of K padded to {height + 2 * pad} x {width + 2 * pad}: "
-        f"view o at [{row}, {col}] is key o of the query {(row, col)}",
-        fontsize=9,
+        f"{kernel_size * kernel_size} views of K zero-padded to {height + 2 * pad} x {width + 2 * pad}. "
+        f"Blue: the {height} x {width} slice of padded K that forms view o;\n"
+        f"its element under the star's index [{row}, {col}] is the key at the arrow's head: "
+        f"key o of the query {(row, col)}",
+        fontsize=8,
     )
+    handles = [
+        Line2D([], [], marker="*", ms=9, color=_QUERY_COLOR, mec="black", ls="none"),
+        Patch(facecolor=to_rgba(_VIEW_COLOR, 0.25), edgecolor=_VIEW_COLOR),
+        Patch(facecolor="none", edgecolor=_QUERY_COLOR, lw=2.0),
+        Patch(facecolor="none", edgecolor=_BEYOND_COLOR, hatch="xxx"),
+        Patch(facecolor="white", edgecolor="0.6", hatch=".."),
+        Patch(facecolor="0.95", edgecolor="black", lw=1.5),
+    ]
+    labels = [
+        f"the query {(row, col)}",
+        f"view o: a {height} x {width} slice of padded K",
+        "key o of the query, on the map",
+        "key o of the query, a zero of the padding",
+        "zero padding of K (logit 0, value 0)",
+        f"the {height} x {width} map",
+    ]
+    legend = fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, frameon=False,
+                        bbox_to_anchor=(0.5, 0.4 / fig_height))
+    legend.set_gid("legend")
     call = _call_text(
         "plot_shifted_views", height=height, width=width, kernel_size=kernel_size,
         dilation=dilation, row=row, col=col,
     )
     fig.text(0.5, 0.01, call, ha="center", fontsize=6, family="monospace")
-    fig.subplots_adjust(left=0.03, right=0.97, bottom=0.05, top=1 - 0.75 / (panel * kernel_size + 1.1),
+    fig.subplots_adjust(left=0.03, right=0.97, bottom=1.15 / fig_height, top=1 - 0.95 / fig_height,
                         wspace=0.12, hspace=0.45)
     return fig
 
@@ -214,21 +243,22 @@ def plot_block_mask(
 
     Left: the (H*W) x (H*W) mask, one dot per (query, key) pair in a window (for
     maps up to 1024 pixels), with the computed tiles shaded. Right: the map; each
-    key block is a band of ``block_size`` consecutive pixels (alternating greys).
-    The queries in the block of (row, col) (default: the centre) are outlined in
-    gold, the keys their windows read in blue, and the key blocks those fall in,
-    which the kernel loads and scores whole, in orange.
+    key block is a band of ``block_size`` consecutive pixels, white and grey in
+    turn. The queries in the block of (row, col) (default: the centre) are
+    outlined in gold, the keys their windows read in blue, and the key blocks
+    those fall in, which the kernel loads and scores whole, in orange. A legend
+    under the panels names every colour.
 
     Artists: ``"window-pairs"`` (the dots), ``"computed-blocks"`` (the shaded
-    tiles), ``"key-bands"`` (the map image), ``"query-block"``, ``"read-keys"``
-    and ``"loaded-blocks"``.
+    tiles), ``"key-bands"`` (the map image), ``"query-block"``, ``"read-keys"``,
+    ``"loaded-blocks"``, and the legends ``"legend-mask"`` and ``"legend-map"``.
     """
     usage = window_block_usage(height, width, kernel_size, dilation, block_size)
     row = height // 2 if row is None else row
     col = width // 2 if col is None else col
     _check_query(row, col, height, width)
     n = height * width
-    fig = Figure(figsize=(9.6, 4.8), dpi=80)
+    fig = Figure(figsize=(9.6, 5.6), dpi=80)
     ax_mask, ax_map = fig.subplots(1, 2)
 
     # left: the mask and its tiles
@@ -266,8 +296,9 @@ def plot_block_mask(
 
     # right: the map, key blocks as bands of pixels
     pixel_block = (np.arange(n) // block_size).reshape(height, width)  # H, W
-    ax_map.imshow(pixel_block % 2, cmap="Greys", vmin=-0.5, vmax=5, interpolation="nearest",
-                  extent=(-0.5, width - 0.5, height - 0.5, -0.5), gid="key-bands")
+    bands = np.array([to_rgba(c) for c in _BAND_COLORS])[pixel_block % 2]  # H, W, 4
+    ax_map.imshow(bands, interpolation="nearest", extent=(-0.5, width - 0.5, height - 0.5, -0.5),
+                  gid="key-bands")
     query_block = (row * width + col) // block_size
     members = np.arange(query_block * block_size, min(n, (query_block + 1) * block_size))
     read = np.unique(keys[members][on_map[members]])  # pixel numbers
@@ -293,12 +324,43 @@ def plot_block_mask(
         f"in {len(loaded_blocks)} key blocks of {block_size} pixels (orange), loaded whole",
         fontsize=9,
     )
+    mask_handles = [
+        Patch(facecolor=to_rgba(_BLOCK_COLOR, 0.3), edgecolor=_BLOCK_COLOR),
+        Line2D([], [], color="0.6", lw=0.8),
+    ]
+    mask_labels = ["a tile the kernel computes whole", f"tile borders, every {block_size} queries or keys"]
+    if n <= _MAX_DENSE_PIXELS:  # the dots are drawn
+        mask_handles.insert(0, Line2D([], [], marker="s", ms=4, color=_VIEW_COLOR, ls="none"))
+        mask_labels.insert(0, "a (query, key) pair in a window")
+    mask_legend = ax_mask.legend(
+        mask_handles,
+        mask_labels,
+        loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=7, frameon=False,
+    )
+    mask_legend.set_gid("legend-mask")
+    map_legend = ax_map.legend(
+        [
+            (Patch(facecolor=_BAND_COLORS[0], edgecolor="0.6"), Patch(facecolor=_BAND_COLORS[1], edgecolor="0.6")),
+            Patch(facecolor="none", edgecolor=_QUERY_COLOR, lw=1.2),
+            Patch(facecolor=_VIEW_COLOR, edgecolor="none"),
+            Patch(facecolor=to_rgba(_BLOCK_COLOR, 0.35), edgecolor="none"),
+        ],
+        [
+            f"key blocks: bands of {block_size} consecutive pixels, white and grey in turn",
+            f"the {len(members)} queries of block {query_block}",
+            "the keys their windows read",
+            "the key blocks holding those keys, loaded whole",
+        ],
+        loc="upper center", bbox_to_anchor=(0.5, -0.06), fontsize=7, frameon=False,
+        handler_map={tuple: HandlerTuple(ndivide=None)},
+    )
+    map_legend.set_gid("legend-map")
     call = _call_text(
         "plot_block_mask", height=height, width=width, kernel_size=kernel_size, dilation=dilation,
         block_size=block_size, row=row, col=col,
     )
     fig.text(0.5, 0.01, call, ha="center", fontsize=6, family="monospace")
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.86, wspace=0.25)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.27, top=0.88, wspace=0.25)
     return fig
 
 

@@ -365,9 +365,9 @@ def run_ablation(
     the batch order; the data is the same for every run (``train``/``test``,
     or ``load_task(task)`` when they are None). ``epochs`` and ``lr`` default to
     the task's settings in ``TASK_MODELS``; ``model_kwargs`` override the model's.
-    ``progress``: True prints one line per run (rewritten after every epoch
-    while it trains); a callable ``show(text, done)`` gets fit's lines; False
-    prints nothing.
+    ``progress``: True prints one line per run when it ends (final test
+    accuracy, seconds, and the test accuracy after every epoch); a callable
+    ``show(text, done)`` gets fit's progress lines instead; False prints nothing.
     ``keep_models``: a dict to receive the trained models, keyed by (arm, seed).
     """
     if task not in TASKS:
@@ -386,13 +386,14 @@ def run_ablation(
     lr = settings["lr"] if lr is None else lr
     if keep_models is not None and not isinstance(keep_models, dict):
         raise ValueError(f"keep_models must be None or a dict, got {type(keep_models).__name__}")
-    line, fit_progress = None, progress
-    if progress is True:
-        line = _progress_printer()
-
-        def fit_progress(text: str, done: bool) -> None:  # one line per run, rewritten each epoch
-            if done:
-                line(text, False)
+    if progress is True:  # one finished line per run, nothing while it trains
+        announce, fit_progress = print, False
+    elif progress is False or progress is None:
+        announce, fit_progress = None, False
+    elif callable(progress):
+        announce, fit_progress = None, progress
+    else:
+        raise ValueError(f"progress must be True, False or a callable show(text, done), got {progress!r}")
 
     results = []
     for arm in arms:
@@ -404,11 +405,12 @@ def run_ablation(
                 model, train, test, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                 progress=fit_progress, label=label,
             )
-            if line is not None:
-                line(
-                    f"{label}: test accuracy {history.test_accuracy[-1]:.3f} after {epochs} "
-                    f"epochs ({history.seconds[-1]:.1f} s)" + " " * 20,
-                    True,
+            if announce is not None:
+                curve = " ".join(f"{a:.2f}" for a in history.test_accuracy)
+                announce(
+                    f"{label}: test accuracy {history.test_accuracy[-1]:.3f} after {epochs} epochs "
+                    f"({history.seconds[-1]:.1f} s); by epoch: {curve}",
+                    flush=True,
                 )
             if keep_models is not None:
                 keep_models[(arm, int(seed))] = model
@@ -465,14 +467,19 @@ def summarize(results: Sequence[RunResult]) -> list[ArmSummary]:
 
 
 def format_summary(summary: Sequence[ArmSummary], digits: int = 3) -> str:
-    """A Markdown table: arm, runs, mean +- std, min, max test accuracy, parameters."""
+    """A Markdown table: arm, runs, mean +- std, min, max test accuracy, parameters.
+
+    The std is the sample standard deviation over seeds; a single run has none:
+    "± -", not a misleading "± 0.000".
+    """
     lines = [
         "| attention | runs | test accuracy, mean ± std | min | max | parameters |",
         "|---|---|---|---|---|---|",
     ]
     for s in summary:
+        spread = f"± {s.std:.{digits}f}" if s.runs > 1 else "± -"
         lines.append(
-            f"| {s.arm} | {s.runs} | {s.mean:.{digits}f} ± {s.std:.{digits}f} | "
+            f"| {s.arm} | {s.runs} | {s.mean:.{digits}f} {spread} | "
             f"{s.low:.{digits}f} | {s.high:.{digits}f} | {s.parameters:,} |"
         )
     return "\n".join(lines)
@@ -570,8 +577,20 @@ def _blocks_needed(distance: int, dilations, limit: int = 64) -> int | None:
 _BLOCKS_CASES = (
     (3, (1, 1, 1)), (3, (1, 2, 3)), (6, (1, 2, 3)), (7, (1, 2, 3)), (13, (1, 2, 3)),
     (1, (1,)), (2, (1,)), (5, (1, 1, 1)), (4, (2, 2, 2)), (3, (2, 2, 2)), (6, (3,)),
-    (5, (3,)), (9, (2, 3)), (1, (2, 4)),
+    (5, (3,)), (9, (2, 3)), (1, (2, 4)), (7, (1, 2, 4)), (6, (1, 4)),
 )
+"""(distance, dilations) pairs the checker tries. The last two catch the closed form
+``ceil(d / (2 * max(r)))``: one (1, 2, 4) block reaches offsets {0, +-1, +-2, +-4},
+whose differences include 8 but not 7; one (1, 4) block reaches {0, +-1, +-4}: 8 but not 6."""
+
+
+def _reachable_offsets(dilations, blocks: int) -> list[int]:
+    """Offsets along a row that a token sees after ``blocks`` blocks (sums of steps 0, +-r)."""
+    steps = {0} | {s * r for r in dilations for s in (-1, 1)}
+    reach = {0}
+    for _ in range(blocks):
+        reach = {a + b for a in reach for b in steps}
+    return sorted(reach)
 
 
 def _call_blocks_needed(fn, distance, dilations):
@@ -613,6 +632,15 @@ def _check_blocks_needed(fn) -> str:
             )
         if answer is None:
             raise Incorrect(f"{call} returned None, but {expected} block(s) are enough.")
+        if 0 < answer < expected:
+            offsets = _reachable_offsets(dilations, answer)
+            shown = offsets if len(offsets) <= 15 else f"{offsets[:7]} ... {offsets[-7:]}"
+            raise Incorrect(
+                f"{call} returned {answer}, but after {answer} block(s) a token sees the offsets "
+                f"{shown} along the row, and no two of them are {distance} apart. "
+                "How far the offsets spread is not enough: the distance itself must be a "
+                f"difference of two reachable offsets. {expected} block(s) are needed."
+            )
         if answer == -(-distance // max(dilations)) and answer > expected:
             raise Incorrect(
                 f"{call} returned {answer}: that many blocks let mark A's own token reach mark B. "
@@ -681,6 +709,14 @@ def _parse_args(argv):
     parser.add_argument("--lr", type=float, default=None, help="default: the task's setting")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--n-train", type=int, default=None, help="long-range task: training images")
+    parser.add_argument(
+        "--distance", type=int, default=None,
+        help="long-range task: cells between the two marks (default 3)",
+    )
+    parser.add_argument(
+        "--official-init", action="store_true",
+        help="the official DilateFormer initialisation (Linear weights truncated normal, std 0.02)",
+    )
     parser.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda'")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", default="results.csv", help="CSV file, one row per run")
@@ -707,6 +743,10 @@ def main(argv=None) -> int:
             if args.task != "longrange":
                 raise ValueError("--n-train applies to --task longrange only")
             loader_kwargs["n_train"] = args.n_train
+        if args.distance is not None:
+            if args.task != "longrange":
+                raise ValueError("--distance applies to --task longrange only")
+            loader_kwargs["distance"] = args.distance
         train, test = load_task(args.task, **loader_kwargs)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -715,6 +755,7 @@ def main(argv=None) -> int:
     results = run_ablation(
         args.task, arms, args.seeds, train=train, test=test, epochs=args.epochs, lr=args.lr,
         batch_size=args.batch_size, device=device, progress=not args.quiet,
+        model_kwargs={"official_init": True} if args.official_init else None,
     )
     write_results(results, args.out)
     table = format_summary(summarize(results))

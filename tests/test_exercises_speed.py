@@ -178,6 +178,44 @@ def test_in_place_and_crashing_answers():
     assert_incorrect(crashes, "raised RuntimeError")
 
 
+def test_padding_by_half_the_kernel_crashes_with_advice():
+    """Padding by kernel_size // 2 is right for dilation 1 only: with dilation 2 the views come out short."""
+
+    def padded_too_little(q, k, v, kernel_size, dilation):
+        B, heads, H, W, d = q.shape
+        p = kernel_size // 2  # the mistake: dilation * (kernel_size // 2) is needed
+        k_pad = F.pad(k, (0, 0, p, p, p, p))
+        v_pad = F.pad(v, (0, 0, p, p, p, p))
+        corners = [(a * dilation, b * dilation) for a in range(kernel_size) for b in range(kernel_size)]
+        logits = torch.stack([(q * k_pad[:, :, t : t + H, s : s + W]).sum(-1) for t, s in corners], -1)
+        attn = torch.softmax(logits * d**-0.5, dim=-1)
+        out = 0
+        for o, (t, s) in enumerate(corners):
+            out = out + attn[..., o : o + 1] * v_pad[:, :, t : t + H, s : s + W]
+        return out
+
+    # the same code with enough padding would be right: at dilation 1 it is
+    gen = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(1, 1, 5, 6, 2, generator=gen, dtype=torch.float64) for _ in range(3))
+    torch.testing.assert_close(padded_too_little(q, k, v, 3, 1), dense_swda(q, k, v, 3, 1))
+    with pytest.raises(RuntimeError):
+        padded_too_little(q, k, v, 3, 2)
+    assert_incorrect(
+        padded_too_little,
+        "(kernel_size=3, dilation=2",  # the first case with a dilation, named
+        "raised RuntimeError",
+        "pad by dilation * (kernel_size // 2), not kernel_size // 2",
+    )
+
+
+def test_other_crashes_get_no_padding_advice():
+    def crashes(q, k, v, kernel_size, dilation):
+        return q @ k  # (…, d) @ (…, d): a matmul shape error, not a short view
+
+    message = assert_incorrect(crashes, "raised RuntimeError", "(kernel_size=3, dilation=1")
+    assert "pad by" not in message
+
+
 def test_check_hint_and_repr_print(capsys):
     exercise.check(None)
     assert "Not attempted yet" in capsys.readouterr().out

@@ -68,6 +68,30 @@ def test_each_view_puts_the_query_on_its_unfold_key(H, W, kernel_size, dilation,
         assert len(artists(fig, f"shift-{o}")) == (0 if o == kk // 2 else 1)
 
 
+def legend_entries(legend):
+    """label -> legend handle."""
+    return dict(zip([t.get_text() for t in legend.get_texts()], legend.legend_handles))
+
+
+def test_shifted_views_legend_names_what_the_panels_draw():
+    fig = plot_shifted_views(6, 6, 3, 2, row=0, col=4)  # query on the top edge: some keys are padding
+    (legend,) = fig.legends
+    assert legend.get_gid() == "legend"
+    entries = legend_entries(legend)
+    # the legend's swatches look like the artists they name
+    padding = entries["zero padding of K (logit 0, value 0)"]
+    assert {artist.get_hatch() for _, artist in artists(fig, "padded-K")} == {padding.get_hatch()} == {".."}
+    on_map_key, padded_key = entries["key o of the query, on the map"], entries["key o of the query, a zero of the padding"]
+    # window position o = 0 is (-2, -2) from (0, 4): off the map; o = 6 is (+2, -2), pixel (2, 2): on it
+    assert one(fig, "key-0").get_hatch() == padded_key.get_hatch() == "xxx"
+    np.testing.assert_allclose(one(fig, "key-0").get_edgecolor()[0], padded_key.get_edgecolor())
+    np.testing.assert_allclose(one(fig, "key-6").get_edgecolor()[0], on_map_key.get_edgecolor())
+    view = entries["view o: a 6 x 6 slice of padded K"]
+    np.testing.assert_allclose(view.get_facecolor(), one(fig, "view-0").get_facecolor())
+    assert "the query (0, 4)" in entries
+    assert "element under the star's index [0, 4] is the key at the arrow's head" in fig.get_suptitle()
+
+
 def test_shifted_views_rejects_bad_arguments():
     with pytest.raises(ValueError, match="row"):
         plot_shifted_views(6, 6, 3, 1, row=6, col=0)
@@ -176,9 +200,37 @@ def test_block_mask_figure_draws_the_usage():
     assert cell_centres(one(fig, "loaded-blocks")) == loaded
 
 
+def test_block_mask_legend_names_the_grey_and_white_key_bands():
+    H, W, block_size = 10, 9, 12
+    fig = plot_block_mask(H, W, 3, 1, block_size, row=4, col=4)
+    map_legend = one_legend(fig, "legend-map")
+    labels = [t.get_text() for t in map_legend.get_texts()]
+    assert labels[0] == "key blocks: bands of 12 consecutive pixels, white and grey in turn"
+    # the map image: pixel n belongs to key block n // 12, even blocks one colour, odd blocks the other
+    ax_map = fig.axes[1]
+    (image,) = [im for im in ax_map.images if im.get_gid() == "key-bands"]
+    pixels = np.asarray(image.get_array())  # H, W, 4
+    block = (np.arange(H * W) // block_size).reshape(H, W)
+    even, odd = pixels[block % 2 == 0], pixels[block % 2 == 1]
+    assert (even == even[0]).all() and (odd == odd[0]).all() and not np.allclose(even[0], odd[0])
+    assert even[0][:3].mean() > odd[0][:3].mean()  # even blocks the lighter ("white"), odd ones grey
+    np.testing.assert_allclose(map_legend.legend_handles[0].get_facecolor(), even[0])  # the white swatch
+    assert "the 12 queries of block 3" in labels  # query (4, 4) is pixel 40: block 40 // 12 = 3
+    mask_labels = [t.get_text() for t in one_legend(fig, "legend-mask").get_texts()]
+    assert "a tile the kernel computes whole" in mask_labels
+    assert "a (query, key) pair in a window" in mask_labels
+
+
+def one_legend(fig, gid):
+    found = [ax.get_legend() for ax in fig.axes if ax.get_legend() and ax.get_legend().get_gid() == gid]
+    assert len(found) == 1, gid
+    return found[0]
+
+
 def test_block_mask_figure_skips_the_dots_on_big_maps():
     fig = plot_block_mask(40, 40, 3, 1, 128)
     assert artists(fig, "window-pairs") == []
+    assert "a (query, key) pair in a window" not in [t.get_text() for t in one_legend(fig, "legend-mask").get_texts()]
     usage = window_block_usage(40, 40, 3, 1, 128)
     assert len(one(fig, "computed-blocks").get_paths()) == usage.computed_blocks
 

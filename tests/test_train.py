@@ -17,6 +17,7 @@ from dilate_lab.small_models import (
     receptive_radius,
 )
 from dilate_lab.train import (
+    _BLOCKS_CASES,
     History,
     RunResult,
     _blocks_needed,
@@ -255,11 +256,12 @@ def _four_recolourings(layout, cells=6, cell=4, seed=0):
     return torch.stack(images).double()  # 4, 3, H, W
 
 
-def test_a_dilation_1_model_scores_the_marks_separately_so_it_cannot_tell_same_from_different():
+def test_a_dilation_1_model_scores_the_marks_separately_so_one_colouring_in_four_is_wrong():
     """Each token of the (1, 1, 1) model sees at most one mark, so every token's output, and so
     every logit, is a sum of a term for mark A and a term for mark B:
     f(red, red) + f(blue, blue) == f(red, blue) + f(blue, red). Then "same" can not score higher
-    than "different" on both same pairs and both different pairs: one of the four is always wrong.
+    than "different" on both same pairs and both different pairs: of the four colourings of a
+    layout at least one is wrong (accuracy at most 75 %, not "at most chance").
     The (1, 2, 3) model breaks the identity: some token compares the two marks."""
     train, _ = make_longrange_data(n_train=20, n_test=2, seed=5)
     for arm, identity_holds in (("1,1,1", True), ("1,2,3", False)):
@@ -334,6 +336,7 @@ def test_summary_is_mean_sample_std_min_max_per_arm():
     assert (g.runs, g.std) == (1, 0.0)
     table = format_summary([a, g])
     assert "| 1,2,3 | 3 | 0.940 ± 0.040 | 0.900 | 0.980 | 100 |" in table
+    assert "| global | 1 | 0.500 ± - | 0.500 | 0.500 | 100 |" in table  # one run: no spread
 
 
 def test_results_are_written_as_csv(tmp_path):
@@ -371,8 +374,21 @@ def test_run_ablation_trains_every_arm_and_seed_on_the_same_data():
     assert all(0 <= r.test_accuracy <= 1 and r.epochs == 1 for r in results)
     with pytest.raises(ValueError, match="seeds"):
         run_ablation("longrange", ["1,2,3"], [], train=train, test=test)
+    with pytest.raises(ValueError, match="progress"):
+        run_ablation("longrange", ["1,2,3"], [0], train=train, test=test, progress="yes")
     with pytest.raises(ValueError, match="task"):
         run_ablation("mnist")
+
+
+def test_run_ablation_prints_one_finished_line_per_run(capsys):
+    train, test = make_longrange_data(n_train=32, n_test=16, seed=0)
+    results = run_ablation("longrange", ["1,2,3", "1,1,1"], [0, 3], train=train, test=test,
+                           epochs=2, batch_size=16)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and not any("\r" in line for line in lines)
+    for line, r in zip(lines, results):
+        assert line.startswith(f"longrange {r.arm:>7} seed {r.seed}: test accuracy {r.test_accuracy:.3f}")
+        assert line.count(" 0.") + line.count(" 1.") >= 3  # the final accuracy and one per epoch
 
 
 def test_command_line_writes_one_row_per_run(tmp_path, capsys):
@@ -389,6 +405,38 @@ def test_command_line_writes_one_row_per_run(tmp_path, capsys):
     assert summary.read_text().startswith("| attention |")
 
 
+def test_command_line_passes_distance_and_official_init_on(tmp_path, capsys, monkeypatch):
+    import dilate_lab.train as train_module
+
+    seen = {}
+
+    def fake_ablation(task, arms, seeds, *, train, test, model_kwargs, **kwargs):
+        seen["layouts"] = train.layouts
+        seen["model_kwargs"] = model_kwargs
+        return [RunResult(task, arms[0], seeds[0], 1, 0.5, 0.5, 0.7, 10, 0.1)]
+
+    monkeypatch.setattr(train_module, "run_ablation", fake_ablation)
+    code = main(["--arms", "1,2,3", "--seeds", "0", "--n-train", "32", "--distance", "4",
+                 "--official-init", "--out", str(tmp_path / "r.csv")])
+    assert code == 0
+    for layout in seen["layouts"]:
+        (r1, c1), (r2, c2) = layout.marks
+        assert abs(r1 - r2) + abs(c1 - c2) == 4  # in one row or one column, 4 cells apart
+    assert seen["model_kwargs"] == {"official_init": True}
+    code = main(["--task", "digits", "--distance", "4", "--out", str(tmp_path / "d.csv")])
+    assert code == 2 and "--distance" in capsys.readouterr().err
+
+
+def test_official_init_draws_linear_weights_with_std_0_02():
+    torch.manual_seed(0)
+    model = build_model("longrange", "1,2,3", official_init=True)
+    fc1 = model.blocks[0].mlp.fc1
+    assert fc1.weight.abs().max() <= 0.04 + 1e-7  # truncated at 2 std
+    assert 0.015 < fc1.weight.std().item() < 0.025 and fc1.bias.abs().sum() == 0
+    default = build_model("longrange", "1,2,3").blocks[0].mlp.fc1
+    assert default.weight.std().item() > 0.05  # PyTorch's default: uniform(+-1/sqrt(36))
+
+
 def test_command_line_rejects_a_bad_arm(tmp_path, capsys):
     code = main(["--arms", "1,two,3", "--out", str(tmp_path / "x.csv")])
     assert code == 2
@@ -402,9 +450,9 @@ def test_command_line_rejects_a_bad_arm(tmp_path, capsys):
 def _sees_cells_apart(depth, dilation, distance):
     """Does some token of a real model see two cells `distance` apart in a row? (autograd)"""
     torch.manual_seed(0)
-    model = SmallDilateFormer(depth=depth, embed_dim=12, num_heads=3, dilation=dilation,
+    model = SmallDilateFormer(depth=depth, embed_dim=12, num_heads=len(dilation), dilation=dilation,
                               position_embedding=False)
-    cells = 2 * 3 * depth + distance + 3
+    cells = 2 * max(dilation) * depth + distance + 3
     centre = cells // 2
     support = _gradient_support(model, cells, centre, centre)
     columns = {}
@@ -415,13 +463,56 @@ def _sees_cells_apart(depth, dilation, distance):
 
 @pytest.mark.parametrize(
     "distance,dilation",
-    [(3, (1, 1, 1)), (3, (1, 2, 3)), (7, (1, 2, 3)), (3, (2, 2, 2)), (4, (2, 2, 2)), (5, (1, 1, 1))],
+    [(3, (1, 1, 1)), (3, (1, 2, 3)), (7, (1, 2, 3)), (3, (2, 2, 2)), (4, (2, 2, 2)), (5, (1, 1, 1)),
+     (7, (1, 2, 4)), (6, (1, 4))],
 )
 def test_the_exercises_answers_match_what_real_models_see(distance, dilation):
     expected = _blocks_needed(distance, dilation)
     for depth in (1, 2, 3):
         sees = _sees_cells_apart(depth, dilation, distance)
         assert sees == (expected is not None and depth >= expected)
+
+
+# Counted by hand: after L blocks a token sees the offsets that are sums of L steps from
+# {0, +-r}; two cells d apart are both seen when d is a difference of two such offsets.
+_HAND_COUNTED = {
+    (3, (1, 1, 1)): 2,   # 1 block: {-1, 0, 1}, widest pair 2; 2 blocks: -2..2
+    (3, (1, 2, 3)): 1,   # 1 block: -3..3
+    (6, (1, 2, 3)): 1,   # 3 - (-3)
+    (7, (1, 2, 3)): 2,   # 1 block: widest pair 6
+    (13, (1, 2, 3)): 3,  # L blocks: -3L..3L, widest pair 6L >= 13 from L = 3
+    (1, (1,)): 1,
+    (2, (1,)): 1,        # 1 - (-1)
+    (5, (1, 1, 1)): 3,   # widest pair 2L >= 5
+    (4, (2, 2, 2)): 1,   # 2 - (-2)
+    (3, (2, 2, 2)): None,  # only even offsets
+    (6, (3,)): 1,
+    (5, (3,)): None,     # only multiples of 3
+    (9, (2, 3)): 2,      # 1 block: {0, +-2, +-3}, no 9; 2 blocks: -6..6, 6 - (-3)
+    (1, (2, 4)): None,   # only even offsets
+    (7, (1, 2, 4)): 2,   # 1 block: {0, +-1, +-2, +-4}: differences 0-6 and 8, not 7
+    (6, (1, 4)): 2,      # 1 block: {0, +-1, +-4}: differences 0-5 and 8, not 6
+}
+
+
+def test_the_reference_answer_matches_hand_counts():
+    assert set(_HAND_COUNTED) == set(_BLOCKS_CASES)
+    for (distance, dilations), expected in _HAND_COUNTED.items():
+        assert _blocks_needed(distance, dilations) == expected, (distance, dilations)
+
+
+def test_the_exercise_rejects_the_span_only_closed_form():
+    """ceil(d / (2 max r)) is right whenever the offsets have no gaps, wrong for (7, (1, 2, 4))."""
+
+    def span_only(distance, dilations):
+        if distance % math.gcd(*dilations):
+            return None
+        return max(1, -(-distance // (2 * max(dilations))))
+
+    feedback = lesson07.blocks_needed.evaluate(span_only)
+    assert feedback.status == "incorrect"
+    assert "(7, (1, 2, 4)) returned 1" in feedback.message
+    assert "[-4, -2, -1, 0, 1, 2, 4]" in feedback.message and "difference" in feedback.message
 
 
 def test_the_exercise_checks_answers():
