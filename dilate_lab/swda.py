@@ -156,10 +156,6 @@ def available_impls(device) -> tuple[str, ...]:
     )
 
 
-def _all_finite(*tensors: torch.Tensor) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in tensors)
-
-
 def check_impl(impl) -> None:
     """impl: "auto", a name in SWDA_IMPLS, or a device-specific one ("flex" on CUDA)."""
     if impl != "auto" and impl not in _IMPLS:
@@ -218,12 +214,6 @@ def swda(
             f"impl='unfold', 'shift' or 'auto', which compute the same thing"
         )
     name = _auto_impl(q.device) if impl == "auto" else impl
-    if name == "fused" and not _all_finite(q, k, v):
-        # The fused path reads every map as one flat table and cancels the reads that
-        # fall off the map (or into the next image) by multiplying with zero weights;
-        # NaN * 0 is NaN, so a non-finite value would leak into neighbouring images.
-        # The shift path pads with real zeros and gives unfold's exact NaN pattern.
-        name = "shift"
     scale = d**-0.5 if scale is None else float(scale)
     work = _work_dtype(q.dtype)
     out = _IMPLS[name](

@@ -33,8 +33,8 @@ Why it is fast, and why it stays small in memory:
 
 - **Two cases go through the differentiable ``"shift"`` path instead**, because
   cancelling a wrong row by a zero weight fails for them: non-finite inputs
-  (``NaN * 0`` is NaN, and would leak into the neighbouring image; ``swda``
-  routes such calls to ``"shift"``) and, in backward, a non-finite upstream
+  (``NaN * 0`` is NaN, and would leak into the neighbouring image; a non-finite
+  output is therefore recomputed by ``"shift"``) and, in backward, a non-finite upstream
   gradient or ``create_graph=True`` (second derivatives: the backward is then
   recomputed with autograd, so it is itself differentiable).
 
@@ -199,7 +199,7 @@ class _FusedSWDA(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        if torch.is_grad_enabled() or not bool(torch.isfinite(grad_out).all()):
+        if torch.is_grad_enabled() or not _finite(grad_out):
             # create_graph=True (a gradient of the gradient is wanted), or a non-finite
             # upstream gradient that the hand-written sums would spread across images:
             # recompute through the differentiable shift path instead.
@@ -265,6 +265,24 @@ def _backward_by_recomputing(ctx, grad_out):
     return (*result, None, None, None, None)
 
 
+def _finite(t: torch.Tensor) -> bool:
+    """One cheap pass: a NaN or inf anywhere makes the sum non-finite. (A sum that
+    overflows reads as non-finite too, which only sends the call down the slower path.)"""
+    return bool(torch.isfinite(t.sum()))
+
+
 def swda_fused(q, k, v, kernel_size, dilation, padding, scale):
-    """SWDA through the fused autograd Function; arguments as in ``swda`` (already checked)."""
-    return _FusedSWDA.apply(q, k, v, kernel_size, dilation, padding, scale)
+    """SWDA through the fused autograd Function; arguments as in ``swda`` (already checked).
+
+    Any non-finite input makes the fused output non-finite (every input element is
+    read with a non-zero weight by its own query), but the fused reads that are
+    cancelled by zero weights would also spread it to other images (NaN * 0 = NaN).
+    So a non-finite output is recomputed by the shift path, which pads with real
+    zeros and gives unfold's exact pattern; finite calls pay one sum over the output.
+    """
+    out = _FusedSWDA.apply(q, k, v, kernel_size, dilation, padding, scale)
+    if _finite(out):
+        return out
+    from .swda import _swda_shift  # swda imports this module: import at call time
+
+    return _swda_shift(q, k, v, kernel_size, dilation, padding, scale)
