@@ -23,6 +23,7 @@ import argparse
 import csv
 import math
 import numbers
+import os
 import statistics
 import sys
 import time
@@ -142,7 +143,7 @@ def evaluate(model: nn.Module, data, batch_size: int = 256) -> Evaluation:
     images, labels = _as_tensors(data, "data")
     check_positive_int(batch_size, "batch_size")
     device = _model_device(model)
-    was_training = model.training
+    modes = {module: module.training for module in model.modules()}  # restored one by one
     model.eval()
     loss_sum, correct = 0.0, 0
     try:
@@ -153,7 +154,8 @@ def evaluate(model: nn.Module, data, batch_size: int = 256) -> Evaluation:
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
             correct += (logits.argmax(dim=1) == y).sum().item()
     finally:
-        model.train(was_training)
+        for module, training in modes.items():
+            module.training = training
     return Evaluation(loss_sum, int(correct), len(labels))
 
 
@@ -195,8 +197,13 @@ def _progress_printer(stream=None) -> Callable[[str, bool], None]:
     """A line that rewrites itself (carriage return) while an epoch runs, kept when it ends."""
     stream = stream or sys.stdout
 
+    rewrites = getattr(stream, "isatty", lambda: False)() or "ipykernel" in sys.modules
+
     def show(text: str, done: bool) -> None:
-        stream.write("\r" + text + ("\n" if done else ""))
+        if rewrites:
+            stream.write("\r" + text + ("\n" if done else ""))
+        elif done:  # a log file or a pipe: only the finished line, no carriage returns
+            stream.write(text + "\n")
         stream.flush()
 
     return show
@@ -725,6 +732,15 @@ def _parse_args(argv):
     return parser.parse_args(argv)
 
 
+def _check_writable(path: str, name: str) -> None:
+    """Fail before hours of training, not after, when a results file cannot be written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"{name}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise ValueError(f"{name}: {path} cannot be written")
+
+
 def main(argv=None) -> int:
     """The command line: ``python -m dilate_lab.train --help``."""
     args = _parse_args(argv)
@@ -747,6 +763,23 @@ def main(argv=None) -> int:
             if args.task != "longrange":
                 raise ValueError("--distance applies to --task longrange only")
             loader_kwargs["distance"] = args.distance
+        if args.epochs is not None:
+            check_positive_int(args.epochs, "--epochs")
+        check_positive_int(args.batch_size, "--batch-size")
+        if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+            raise ValueError(f"--lr must be a positive number, got {args.lr}")
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"--device must be 'auto', 'cpu' or 'cuda', got {args.device!r}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is available here; use --device cpu")
+        for arm in arms:  # every arm builds before any training starts
+            try:
+                build_model(args.task, arm, **({"official_init": True} if args.official_init else {}))
+            except ValueError as error:
+                raise ValueError(f"--arms {arm}: {error}") from None
+        for name, path in (("--out", args.out), ("--summary", args.summary)):
+            if path is not None:
+                _check_writable(path, name)
         train, test = load_task(args.task, **loader_kwargs)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -536,3 +536,35 @@ def test_the_exercise_checks_answers():
     assert wrong.status == "incorrect" and "multiple of 2" in wrong.message
     assert exercise.evaluate(lambda d, r: "two").status == "incorrect"
     assert exercise.evaluate(namespace["blocks_needed"]).correct
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--arms", "1,2"], "--arms 1,2"),
+        (["--epochs", "0"], "--epochs"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--lr", "-1"], "--lr"),
+        (["--device", "tpu"], "--device"),
+        (["--out", "/nonexistent-folder/results.csv"], "--out"),
+        (["--summary", "/nonexistent-folder/summary.md"], "--summary"),
+    ],
+)
+def test_cli_rejects_bad_arguments_before_training(argv, message, capsys):
+    from dilate_lab.train import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err
+
+
+def test_evaluate_restores_every_submodule_mode():
+    import torch.nn as nn
+
+    from dilate_lab.train import evaluate
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 3)).train()
+    model[2].eval()  # a frozen dropout inside a training model
+    before = {m: m.training for m in model.modules()}
+    evaluate(model, (torch.randn(5, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1])))
+    assert {m: m.training for m in model.modules()} == before
