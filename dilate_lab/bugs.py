@@ -46,7 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._checks import check_kernel_size, check_positive_int, check_scale
-from .msda import check_dilations
+from .msda import check_dilations, check_head_split
 
 __all__ = [
     "InPlaceMultiDilateAttention",
@@ -96,13 +96,7 @@ class _BuggyMultiDilateAttention(nn.Module):
         check_kernel_size(kernel_size)
         dilation = check_dilations(dilation)
         check_scale(qk_scale)
-        if dim % num_heads != 0:
-            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
-        if num_heads % len(dilation) != 0:
-            raise ValueError(
-                f"num_heads ({num_heads}) must be a multiple of len(dilation) ({len(dilation)}, "
-                f"from dilation={dilation})"
-            )
+        check_head_split(dim, num_heads, dilation)
         self.dim = dim
         self.num_heads = num_heads
         self.kernel_size = kernel_size

@@ -41,7 +41,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ._checks import check_dilation, check_kernel_size, check_positive_int
 from .geometry import dilated_window, padding_counts, window_span
-from .msda import check_dilations
+from .msda import check_dilations, check_head_split
 from .swda import swda
 
 __all__ = [
@@ -253,16 +253,7 @@ def head_groups(dim: int, num_heads: int, dilations: Sequence[int], kernel_size:
     check_positive_int(num_heads, "num_heads")
     check_kernel_size(kernel_size)
     dilations = check_dilations(dilations, "dilations")
-    if dim % num_heads != 0:
-        raise ValueError(
-            f"dim ({dim}) must be divisible by num_heads ({num_heads}), so that every head "
-            "gets the same number of channels"
-        )
-    if num_heads % len(dilations) != 0:
-        raise ValueError(
-            f"num_heads ({num_heads}) must be a multiple of len(dilations) ({len(dilations)}, "
-            f"from dilations={dilations}), so that every dilation gets the same number of heads"
-        )
+    check_head_split(dim, num_heads, dilations, "dilations")
     per_group_heads = num_heads // len(dilations)
     per_group_channels = dim // len(dilations)
     return [

@@ -32,7 +32,7 @@ from .geometry import inside_mask
 from .swda import _shifted_views, check_impl, swda
 from .tracing import record
 
-__all__ = ["MultiDilateAttention", "check_dilations", "check_probability"]
+__all__ = ["MultiDilateAttention", "check_dilations", "check_head_split", "check_probability"]
 
 
 def check_probability(value, name: str) -> None:
@@ -56,6 +56,21 @@ def check_dilations(dilation, name: str = "dilation") -> tuple[int, ...]:
     for i, r in enumerate(dilation):
         check_dilation(r, f"{name}[{i}]")
     return tuple(int(r) for r in dilation)
+
+
+def check_head_split(dim: int, num_heads: int, dilation: tuple[int, ...], name: str = "dilation") -> None:
+    """Every head gets dim / num_heads channels, every dilation num_heads / len(dilation) heads."""
+    if dim % num_heads != 0:
+        raise ValueError(
+            f"dim ({dim}) must be divisible by num_heads ({num_heads}), so that every head "
+            "gets the same number of channels"
+        )
+    if num_heads % len(dilation) != 0:
+        raise ValueError(
+            f"num_heads ({num_heads}) must be a multiple of len({name}) "
+            f"({len(dilation)}, from {name}={dilation}), so that every dilation gets "
+            "the same number of heads"
+        )
 
 
 def _swda_with_attention_dropout(q, k, v, kernel_size, dilation, padding, scale, dropout):
@@ -143,17 +158,7 @@ class MultiDilateAttention(nn.Module):
         check_probability(proj_drop, "proj_drop")
         check_padding(padding)
         check_impl(impl)
-        if dim % num_heads != 0:
-            raise ValueError(
-                f"dim ({dim}) must be divisible by num_heads ({num_heads}), so that every head "
-                "gets the same number of channels"
-            )
-        if num_heads % len(dilation) != 0:
-            raise ValueError(
-                f"num_heads ({num_heads}) must be a multiple of len(dilation) "
-                f"({len(dilation)}, from dilation={dilation}), so that every dilation gets "
-                "the same number of heads"
-            )
+        check_head_split(dim, num_heads, dilation)
         self.dim = dim
         self.num_heads = num_heads
         self.kernel_size = kernel_size
