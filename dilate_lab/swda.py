@@ -7,10 +7,13 @@ One signature, several implementations that give the same output and gradients:
 - ``"shift"``: a loop over the k*k offsets with shifted views of K and V; the
   logits (B, heads, H, W, k*k) are the only k*k-sized tensor.
 - ``"fused"``: a custom autograd Function with a hand-written backward that
-  keeps only q, k, v and the weights; the fastest on CPU (``swda_cpu``).
+  keeps only q, k, v and the weights, in plain PyTorch (``swda_cpu``).
+- ``"cpp"``: the same Function as one compiled C++ pass, CPU only, built on first
+  use; the fastest on CPU (``swda_compiled``).
 - ``"flex"``: FlexAttention with a dilated-window mask, CUDA only (``swda_cuda``).
 
-``impl="auto"`` picks the fastest exact implementation for the tensors' device.
+``impl="auto"`` picks the fastest exact implementation for the tensors' device:
+``"cpp"`` on CPU (``"fused"`` where no C++ compiler is found), ``"flex"`` on CUDA.
 
 Tensors are (B, heads, H, W, head_dim), like ``scaled_dot_product_attention``.
 Half-precision inputs are computed in float32 and the result cast back, so every
@@ -24,6 +27,7 @@ import torch.nn.functional as F
 
 from ._checks import check_dilation, check_kernel_size, check_padding, check_qkv, check_scale
 from .geometry import inside_mask
+from .swda_compiled import MAX_KERNEL_SIZE, compiled_available, swda_cpp
 from .swda_cpu import swda_fused
 from .swda_cuda import flex_available, swda_flex
 from .tracing import record
@@ -135,14 +139,16 @@ _IMPLS = {
     "unfold": _swda_unfold,
     "shift": _swda_shift,
     "fused": swda_fused,
+    "cpp": swda_cpp,
     "flex": swda_flex,
 }
-_IMPL_DEVICE_TYPES = {"flex": ("cuda",)}
+_IMPL_DEVICE_TYPES = {"cpp": ("cpu",), "flex": ("cuda",)}
 """Implementations that run only on some device types; the others run everywhere."""
 
 SWDA_IMPLS: tuple[str, ...] = tuple(name for name in _IMPLS if name not in _IMPL_DEVICE_TYPES)
 """Names accepted by ``swda(..., impl=...)`` on every device, besides ``"auto"``.
-``available_impls(device)`` adds the device-specific ones (``"flex"`` on CUDA)."""
+``available_impls(device)`` adds the device-specific ones (``"cpp"`` on CPU,
+``"flex"`` on CUDA)."""
 
 
 def available_impls(device) -> tuple[str, ...]:
@@ -157,14 +163,16 @@ def available_impls(device) -> tuple[str, ...]:
 
 
 def check_impl(impl) -> None:
-    """impl: "auto", a name in SWDA_IMPLS, or a device-specific one ("flex" on CUDA)."""
+    """impl: "auto", a name in SWDA_IMPLS, or a device-specific one ("cpp", "flex")."""
     if impl != "auto" and impl not in _IMPLS:
         only = ", ".join(f"{name!r} on {'/'.join(kinds).upper()} only" for name, kinds in _IMPL_DEVICE_TYPES.items())
         raise ValueError(f"impl must be 'auto' or one of {SWDA_IMPLS} ({only}), got {impl!r}")
 
 
 def _auto_impl(device: torch.device) -> str:
-    """FlexAttention's compiled kernel on CUDA (when Triton is there), the fused Function elsewhere."""
+    """The C++ kernel on CPU and FlexAttention on CUDA where they can run, else the fused Function."""
+    if device.type == "cpu" and compiled_available():
+        return "cpp"
     return "flex" if flex_available(device) else "fused"
 
 
@@ -214,6 +222,8 @@ def swda(
             f"impl='unfold', 'shift' or 'auto', which compute the same thing"
         )
     name = _auto_impl(q.device) if impl == "auto" else impl
+    if name == "cpp" and impl == "auto" and kernel_size > MAX_KERNEL_SIZE:
+        name = "fused"
     scale = d**-0.5 if scale is None else float(scale)
     work = _work_dtype(q.dtype)
     out = _IMPLS[name](

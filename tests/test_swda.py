@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from dilate_lab import NAIVE_MAX_STEPS, SWDA_IMPLS, swda
+from dilate_lab import NAIVE_MAX_STEPS, SWDA_IMPLS, available_impls, swda
 from reference import border_fraction, dense_swda
 
-ALL_IMPLS = list(SWDA_IMPLS) + ["auto"]
+CPU_IMPLS = list(available_impls("cpu"))  # SWDA_IMPLS and the compiled "cpp"
+ALL_IMPLS = CPU_IMPLS + ["auto"]
 # (H, W): square, non-square, smaller than every window, and one the window wraps in one direction
 MAPS = [(7, 7), (5, 9), (1, 1), (2, 5)]
 
@@ -60,7 +61,7 @@ def test_custom_scale(impl):
 
 
 @pytest.mark.parametrize("padding", ["zeros", "mask"])
-@pytest.mark.parametrize("impl", SWDA_IMPLS)
+@pytest.mark.parametrize("impl", CPU_IMPLS)
 def test_gradcheck(impl, padding):
     # 3x4 map, dilation 2: every query has window positions on and beyond the border
     q, k, v = make_qkv((1, 2, 3, 4, 2), requires_grad=True)
@@ -105,7 +106,7 @@ def test_half_precision_agrees_with_float32(impl, dtype, atol):
 
 
 @pytest.mark.parametrize("dtype,atol", LOW_PRECISION)
-@pytest.mark.parametrize("impl", SWDA_IMPLS)
+@pytest.mark.parametrize("impl", CPU_IMPLS)
 def test_half_precision_gradients_flow(impl, dtype, atol):
     q, k, v = make_qkv((1, 2, 5, 5, 8), dtype=torch.float32)
     _, *full = grads_of(lambda a, b, c: swda(a, b, c, 3, 1, impl=impl), q, k, v, 1.0)
@@ -134,7 +135,7 @@ def test_impl_list_names_the_three_teaching_forms():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("padding", ["zeros", "mask"])
-@pytest.mark.parametrize("impl", [i for i in ALL_IMPLS if i != "naive"])
+@pytest.mark.parametrize("impl", [i for i in ALL_IMPLS if i not in ("naive", "cpp")])
 def test_cuda_matches_cpu(impl, padding):
     q, k, v = make_qkv((2, 2, 9, 11, 16), dtype=torch.float32)
     expected = dense_swda(q.double(), k.double(), v.double(), 3, 2, padding).float()
@@ -222,7 +223,7 @@ def test_a_nan_gradient_stays_in_its_image(impl):
 
 
 @pytest.mark.parametrize("padding", ["zeros", "mask"])
-@pytest.mark.parametrize("impl", SWDA_IMPLS)
+@pytest.mark.parametrize("impl", CPU_IMPLS)
 def test_second_derivatives(impl, padding):
     """Double backward (gradient penalties, meta-learning) is exact, not silently dropped."""
     q, k, v = make_qkv((1, 1, 3, 4, 2), requires_grad=True)
@@ -234,13 +235,14 @@ def test_second_derivatives(impl, padding):
 def test_available_impls_by_device():
     from dilate_lab import available_impls
 
-    assert available_impls("cpu") == SWDA_IMPLS
+    assert set(available_impls("cpu")) == set(SWDA_IMPLS) | {"cpp"}
     assert set(available_impls("cuda")) == set(SWDA_IMPLS) | {"flex"}
+    assert set(available_impls("meta")) == set(SWDA_IMPLS)
     with pytest.raises(ValueError, match="device must be"):
         available_impls("tpu")
 
 
-@pytest.mark.parametrize("impl", ALL_IMPLS)
+@pytest.mark.parametrize("impl", list(SWDA_IMPLS) + ["auto"])
 def test_meta_tensors_give_shapes(impl):
     """The shape tracer runs on the meta device: no implementation may need values."""
     if impl == "naive":

@@ -1,0 +1,386 @@
+// Sliding Window Dilated Attention on the CPU: one pass over q, k and v.
+//
+// Built at first use by dilate_lab/swda_compiled.py (torch.utils.cpp_extension).
+// q, k, v, out and the gradients are contiguous (B, heads, H, W, d): a table of
+// pixel rows, pixel (image, i, j) at row (image*H + i)*W + j, image = b*heads + h.
+// The weights are stored (B, heads, H, k*k, W): for each image row, one line of W
+// weights per window position o = a*k + b, so that the softmax runs along lines.
+//
+// The work unit is one image row i of one image: its W queries, their k*k logits
+// (kept in the weights tensor), the softmax and the output row all stay in the L1
+// and L2 caches, so memory sees q, k, v once, out once and the weights once.
+//
+// Forward, for each query (i, j) and window position o = (a, b), key (ii, jj) =
+// (i + (a - k//2) r, j + (b - k//2) r):
+//   l_o   = scale * q_ij . k_{ii jj}            key inside the map
+//   l_o   = 0 ("zeros") / left out ("mask")     key beyond the border
+//   w     = softmax(l), then 0 at keys beyond the border (a zero-padded value adds nothing)
+//   out_ij = sum_o w_o v_{ii jj}
+// Backward (g = dL/dout), two passes, so that no thread writes another's rows:
+//   pass 1, per query:  da_o = g_ij . v_{ii jj},  dl_o = scale * w_o (da_o - sum_p w_p da_p),
+//                       dq_ij = sum_o dl_o k_{ii jj}            (dl is stored like w)
+//   pass 2, per key:    dk_ij = sum_o dl_o(query) q_query,  dv_ij = sum_o w_o(query) g_query,
+//                       over the queries (i - (a - k//2) r, j - (b - k//2) r) inside the map.
+// Keys beyond the border are never read: a value reaches only the pixels whose
+// windows hold it, exactly as with nn.Unfold's zero padding, NaN and inf included.
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+namespace {
+
+struct Geometry {
+  int64_t images;  // B * heads
+  int64_t height;
+  int64_t width;
+  int64_t dim;  // head_dim
+  int64_t kernel;
+  int64_t dilation;
+  bool mask;  // padding == "mask": keys beyond the border leave the softmax
+
+  int64_t positions() const { return kernel * kernel; }
+  // offset of window row a (or column b) from the query, in pixels
+  int64_t step(int64_t a) const { return (a - kernel / 2) * dilation; }
+  // the columns j whose key j + step(b) is inside the map: [first, last)
+  int64_t first_column(int64_t b) const { return std::clamp<int64_t>(-step(b), 0, width); }
+  int64_t last_column(int64_t b) const { return std::clamp<int64_t>(width - step(b), 0, width); }
+};
+
+// Kernel sizes beyond this are refused (k = 31 is already 961 positions per query).
+constexpr int64_t kMaxKernel = 63;
+
+template <typename T, int64_t D>
+inline T dot(const T* __restrict a, const T* __restrict b, int64_t d) {
+  const int64_t n = D > 0 ? D : d;
+  T sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t c = 0; c < n; ++c) sum += a[c] * b[c];
+  return sum;
+}
+
+template <typename T, int64_t D>
+inline void add_scaled(T weight, const T* __restrict x, T* __restrict y, int64_t d) {
+  const int64_t n = D > 0 ? D : d;
+#pragma omp simd
+  for (int64_t c = 0; c < n; ++c) y[c] += weight * x[c];
+}
+
+// exp(x) for x <= 0 (the softmax's logits minus their maximum). float: a range
+// reduction x = n ln2 + t and a degree-6 polynomial (about 1 ulp, Cephes' expf),
+// written without calls or branches so that the compiler vectorises the loop that
+// uses it; NaN stays NaN, and x < -87 gives 0 (where expf gives a subnormal).
+inline float exp_nonpositive(float x) {
+  const float clamped = std::max(x, -87.0f);  // std::max(NaN, c) is NaN
+  const float n = std::nearbyint(clamped * 1.44269504088896341f);
+  const float t = (clamped - n * 0.693359375f) + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * t + 1.3981999507e-3f;
+  p = p * t + 8.3334519073e-3f;
+  p = p * t + 4.1665795894e-2f;
+  p = p * t + 1.6666665459e-1f;
+  p = p * t + 5.0000001201e-1f;
+  p = p * t * t + t + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n, n in [-126, 0]
+  float two_n;
+  std::memcpy(&two_n, &bits, sizeof two_n);
+  return x < -87.0f ? 0.0f : p * two_n;
+}
+inline double exp_nonpositive(double x) { return std::exp(x); }
+
+// Softmax over the k*k lines of one image row, in place, then 0 at keys beyond the border.
+template <typename T>
+void softmax_lines(T* lines, T* top, T* total, const Geometry& g, int64_t i) {
+  const int64_t W = g.width, kk = g.positions();
+  std::fill(top, top + W, -std::numeric_limits<T>::infinity());
+  std::fill(total, total + W, T(0));
+  for (int64_t o = 0; o < kk; ++o) {
+    const T* l = lines + o * W;
+#pragma omp simd
+    for (int64_t j = 0; j < W; ++j) top[j] = std::max(top[j], l[j]);
+  }
+  for (int64_t o = 0; o < kk; ++o) {
+    T* l = lines + o * W;
+#pragma omp simd
+    for (int64_t j = 0; j < W; ++j) {
+      l[j] = exp_nonpositive(l[j] - top[j]);  // a NaN logit makes total, so every weight, NaN
+      total[j] += l[j];
+    }
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < W; ++j) total[j] = T(1) / total[j];
+  for (int64_t a = 0; a < g.kernel; ++a) {
+    const int64_t ii = i + g.step(a);
+    const bool row_inside = ii >= 0 && ii < g.height;
+    for (int64_t b = 0; b < g.kernel; ++b) {
+      T* l = lines + (a * g.kernel + b) * W;
+      const int64_t first = row_inside ? g.first_column(b) : W;
+      const int64_t last = row_inside ? g.last_column(b) : W;
+#pragma omp simd
+      for (int64_t j = 0; j < W; ++j) l[j] = (j >= first && j < last) ? l[j] * total[j] : T(0);
+    }
+  }
+}
+
+// The k*k logits of query j of an image row: line o of `lines` (stride W) gets
+// scale * q_j . key, or `beyond` for keys beyond the border. k_rows[a]: the key row
+// of window row a, nullptr beyond the border. __restrict: q_j stays in registers.
+template <typename T, int64_t D, int64_t K>
+inline void query_logits(const T* __restrict q_j, const T* const* k_rows, int64_t j,
+                         const Geometry& g, T scale, T beyond, T* __restrict lines) {
+  const int64_t W = g.width, d = D > 0 ? D : g.dim, ks = K > 0 ? K : g.kernel;
+  const int64_t r = g.dilation, half = ks / 2;
+  for (int64_t a = 0; a < ks; ++a) {
+    const T* __restrict k_row = k_rows[a];
+    for (int64_t b = 0; b < ks; ++b) {
+      const int64_t jj = j + (b - half) * r;
+      const bool inside = k_row != nullptr && jj >= 0 && jj < W;
+      lines[(a * ks + b) * W] = inside ? scale * dot<T, D>(q_j, k_row + jj * d, d) : beyond;
+    }
+  }
+}
+
+// out_j = sum_o w_o v_o for query j of an image row (weights in `lines`, stride W),
+// summed in registers when d is known at compile time.
+template <typename T, int64_t D, int64_t K>
+inline void query_output(const T* __restrict lines, const T* const* v_rows, int64_t j,
+                         const Geometry& g, T* __restrict out_j) {
+  const int64_t W = g.width, d = D > 0 ? D : g.dim, ks = K > 0 ? K : g.kernel;
+  const int64_t r = g.dilation, half = ks / 2;
+  T fixed[D > 0 ? D : 1];
+  T* __restrict sum = D > 0 ? fixed : out_j;
+  std::fill(sum, sum + d, T(0));
+  for (int64_t a = 0; a < ks; ++a) {
+    const T* __restrict v_row = v_rows[a];
+    if (v_row == nullptr) continue;
+    for (int64_t b = 0; b < ks; ++b) {
+      const int64_t jj = j + (b - half) * r;
+      if (jj >= 0 && jj < W) add_scaled<T, D>(lines[(a * ks + b) * W], v_row + jj * d, sum, d);
+    }
+  }
+  if (D > 0) std::copy(sum, sum + d, out_j);
+}
+
+template <typename T, int64_t D, int64_t K>
+void forward_rows(const T* q, const T* k, const T* v, T* out, T* weights, const Geometry& g,
+                  T scale) {
+  const int64_t H = g.height, W = g.width, d = D > 0 ? D : g.dim, kk = g.positions();
+  const T beyond = g.mask ? -std::numeric_limits<T>::infinity() : T(0);
+  at::parallel_for(0, g.images * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> top(W), total(W);
+    for (int64_t unit = begin; unit < end; ++unit) {  // unit = image*H + i: one image row
+      const int64_t image = unit / H, i = unit % H;
+      const T* q_row = q + unit * W * d;
+      T* lines = weights + unit * kk * W;  // k*k, W
+      // logits, one query at a time (its q stays in registers)
+      const T* k_rows[kMaxKernel];  // the key row of each window row; nullptr beyond the border
+      for (int64_t a = 0; a < g.kernel; ++a) {
+        const int64_t ii = i + g.step(a);
+        k_rows[a] = (ii >= 0 && ii < H) ? k + (image * H + ii) * W * d : nullptr;
+      }
+      for (int64_t j = 0; j < W; ++j)
+        query_logits<T, D, K>(q_row + j * d, k_rows, j, g, scale, beyond, lines + j);
+      softmax_lines(lines, top.data(), total.data(), g, i);
+      // weighted sum of values, one query at a time (its output stays in registers)
+      const T* v_rows[kMaxKernel];
+      for (int64_t a = 0; a < g.kernel; ++a) {
+        const int64_t ii = i + g.step(a);
+        v_rows[a] = (ii >= 0 && ii < H) ? v + (image * H + ii) * W * d : nullptr;
+      }
+      T* out_row = out + unit * W * d;
+      for (int64_t j = 0; j < W; ++j)
+        query_output<T, D, K>(lines + j, v_rows, j, g, out_row + j * d);
+    }
+  });
+}
+
+template <typename T, int64_t D>
+void backward_rows(const T* q, const T* k, const T* v, const T* weights, const T* grad_out,
+                   T* grad_q, T* grad_k, T* grad_v, T* grad_logits, const Geometry& g,
+                   T scale) {
+  const int64_t H = g.height, W = g.width, d = D > 0 ? D : g.dim, kk = g.positions();
+  // pass 1, per query row: the gradient of the logits, and dq
+  at::parallel_for(0, g.images * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> expected(W);  // sum_p w_p da_p
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t image = unit / H, i = unit % H;
+      const T* g_row = grad_out + unit * W * d;
+      const T* w_lines = weights + unit * kk * W;  // k*k, W
+      T* dl_lines = grad_logits + unit * kk * W;   // k*k, W: first da, then dl
+      for (int64_t a = 0; a < g.kernel; ++a) {
+        const int64_t ii = i + g.step(a);
+        const bool row_inside = ii >= 0 && ii < H;
+        const T* v_row = v + (image * H + (row_inside ? ii : i)) * W * d;  // read only if inside
+        for (int64_t b = 0; b < g.kernel; ++b) {
+          T* da = dl_lines + (a * g.kernel + b) * W;
+          const int64_t first = row_inside ? g.first_column(b) : W;
+          const int64_t last = row_inside ? g.last_column(b) : W;
+          const T* v_shifted = v_row + g.step(b) * d;
+          for (int64_t j = 0; j < first; ++j) da[j] = T(0);
+          for (int64_t j = first; j < last; ++j)
+            da[j] = dot<T, D>(g_row + j * d, v_shifted + j * d, d);
+          for (int64_t j = std::max(first, last); j < W; ++j) da[j] = T(0);
+        }
+      }
+      std::fill(expected.begin(), expected.end(), T(0));
+      for (int64_t o = 0; o < kk; ++o) {
+        const T* w = w_lines + o * W;
+        const T* da = dl_lines + o * W;
+#pragma omp simd
+        for (int64_t j = 0; j < W; ++j) expected[j] += w[j] * da[j];
+      }
+      for (int64_t o = 0; o < kk; ++o) {
+        const T* w = w_lines + o * W;
+        T* dl = dl_lines + o * W;
+#pragma omp simd
+        for (int64_t j = 0; j < W; ++j) dl[j] = scale * w[j] * (dl[j] - expected[j]);
+      }
+      T* dq_row = grad_q + unit * W * d;
+      std::fill(dq_row, dq_row + W * d, T(0));
+      for (int64_t a = 0; a < g.kernel; ++a) {
+        const int64_t ii = i + g.step(a);
+        if (ii < 0 || ii >= H) continue;
+        const T* k_row = k + (image * H + ii) * W * d;
+        for (int64_t b = 0; b < g.kernel; ++b) {
+          const T* dl = dl_lines + (a * g.kernel + b) * W;
+          const T* k_shifted = k_row + g.step(b) * d;
+          for (int64_t j = g.first_column(b); j < g.last_column(b); ++j)
+            add_scaled<T, D>(dl[j], k_shifted + j * d, dq_row + j * d, d);
+        }
+      }
+    }
+  });
+  // pass 2, per key row: gather from the queries whose windows hold each key
+  at::parallel_for(0, g.images * H, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t image = unit / H, i = unit % H;
+      T* dk_row = grad_k + unit * W * d;
+      T* dv_row = grad_v + unit * W * d;
+      std::fill(dk_row, dk_row + W * d, T(0));
+      std::fill(dv_row, dv_row + W * d, T(0));
+      for (int64_t a = 0; a < g.kernel; ++a) {
+        const int64_t qi = i - g.step(a);  // the query row that sees this row at window row a
+        if (qi < 0 || qi >= H) continue;
+        const int64_t query_unit = image * H + qi;
+        const T* q_row = q + query_unit * W * d;
+        const T* g_row = grad_out + query_unit * W * d;
+        for (int64_t b = 0; b < g.kernel; ++b) {
+          const int64_t o = a * g.kernel + b, s = g.step(b);
+          const T* dl = grad_logits + (query_unit * kk + o) * W;
+          const T* w = weights + (query_unit * kk + o) * W;
+          // key column j is seen by query column j - s, for j - s in [first, last)
+          for (int64_t jq = g.first_column(b); jq < g.last_column(b); ++jq) {
+            add_scaled<T, D>(dl[jq], q_row + jq * d, dk_row + (jq + s) * d, d);
+            add_scaled<T, D>(w[jq], g_row + jq * d, dv_row + (jq + s) * d, d);
+          }
+        }
+      }
+    }
+  });
+}
+
+template <int64_t V>
+using Fixed = std::integral_constant<int64_t, V>;
+
+// Calls f(Fixed<d>) for the common head sizes, so that the compiler unrolls the
+// d-long loops; f(Fixed<0>) (size known at run time) otherwise.
+template <typename F>
+void with_head_dim(int64_t d, const F& f) {
+  switch (d) {
+    case 8: return f(Fixed<8>());
+    case 16: return f(Fixed<16>());
+    case 24: return f(Fixed<24>());
+    case 32: return f(Fixed<32>());
+    case 48: return f(Fixed<48>());
+    case 64: return f(Fixed<64>());
+    default: return f(Fixed<0>());
+  }
+}
+
+// Calls f(Fixed<d or 0>, Fixed<3 or 0>): DilateFormer's kernel 3 unrolled too.
+template <typename F>
+void with_sizes(const Geometry& g, const F& f) {
+  with_head_dim(g.dim, [&](auto head_dim) {
+    if (g.kernel == 3) return f(head_dim, Fixed<3>());
+    return f(head_dim, Fixed<0>());
+  });
+}
+
+Geometry geometry_of(const torch::Tensor& q, int64_t kernel, int64_t dilation, bool mask) {
+  TORCH_CHECK(q.dim() == 5, "q must be (B, heads, H, W, head_dim)");
+  TORCH_CHECK(q.is_contiguous(), "q must be contiguous");
+  TORCH_CHECK(kernel >= 1 && kernel % 2 == 1 && kernel <= kMaxKernel && dilation >= 1,
+              "kernel_size must be odd, in [1, ", kMaxKernel, "], and dilation positive");
+  return Geometry{q.size(0) * q.size(1), q.size(2), q.size(3), q.size(4), kernel, dilation, mask};
+}
+
+void check_like(const torch::Tensor& t, const torch::Tensor& q, const char* name) {
+  TORCH_CHECK(t.sizes() == q.sizes() && t.scalar_type() == q.scalar_type() && t.is_contiguous()
+                  && t.device() == q.device(),
+              name, " must be contiguous and have the shape, dtype and device of q");
+}
+
+// Returns (out, weights): out (B, heads, H, W, d), weights (B, heads, H, k*k, W).
+std::vector<torch::Tensor> swda_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v,
+                                        int64_t kernel, int64_t dilation, bool mask,
+                                        double scale) {
+  TORCH_CHECK(q.device().is_cpu(), "q must be on the CPU");
+  const Geometry g = geometry_of(q, kernel, dilation, mask);
+  check_like(k, q, "k");
+  check_like(v, q, "v");
+  auto out = torch::empty_like(q);
+  auto weights = torch::empty({q.size(0), q.size(1), q.size(2), kernel * kernel, q.size(3)},
+                              q.options());
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "swda_forward", [&] {
+    with_sizes(g, [&](auto head_dim, auto kernel_size) {
+      forward_rows<scalar_t, decltype(head_dim)::value, decltype(kernel_size)::value>(
+          q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
+          out.data_ptr<scalar_t>(), weights.data_ptr<scalar_t>(), g,
+          static_cast<scalar_t>(scale));
+    });
+  });
+  return {out, weights};
+}
+
+// Returns (grad_q, grad_k, grad_v).
+std::vector<torch::Tensor> swda_backward(torch::Tensor q, torch::Tensor k, torch::Tensor v,
+                                         torch::Tensor weights, torch::Tensor grad_out,
+                                         int64_t kernel, int64_t dilation, bool mask,
+                                         double scale) {
+  TORCH_CHECK(q.device().is_cpu(), "q must be on the CPU");
+  const Geometry g = geometry_of(q, kernel, dilation, mask);
+  check_like(k, q, "k");
+  check_like(v, q, "v");
+  check_like(grad_out, q, "grad_out");
+  TORCH_CHECK(weights.is_contiguous() && weights.scalar_type() == q.scalar_type()
+                  && weights.numel() == g.images * g.height * g.width * kernel * kernel,
+              "weights must be the contiguous (B, heads, H, k*k, W) weights of the forward");
+  auto grad_q = torch::empty_like(q);
+  auto grad_k = torch::empty_like(q);
+  auto grad_v = torch::empty_like(q);
+  auto grad_logits = torch::empty_like(weights);
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "swda_backward", [&] {
+    with_head_dim(g.dim, [&](auto head_dim) {
+      backward_rows<scalar_t, decltype(head_dim)::value>(
+          q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
+          weights.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(),
+          grad_q.data_ptr<scalar_t>(), grad_k.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>(),
+          grad_logits.data_ptr<scalar_t>(), g, static_cast<scalar_t>(scale));
+    });
+  });
+  return {grad_q, grad_k, grad_v};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &swda_forward, "SWDA forward: (out, weights (B, heads, H, k*k, W))");
+  m.def("backward", &swda_backward, "SWDA backward: (grad_q, grad_k, grad_v)");
+}
