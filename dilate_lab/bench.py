@@ -48,6 +48,7 @@ import torch
 
 from ._checks import check_positive_int
 from .swda import NAIVE_MAX_STEPS, available_impls, swda
+from .swda_compiled import compiled_available
 from .swda_cuda import flex_available
 
 __all__ = [
@@ -109,8 +110,11 @@ QUICK_LAYOUTS = (
 SCALING_SIDES = (28, 56, 84, 112)
 QUICK_SCALING_SIDES = (6, 8, 12)
 
-FAST_IMPL = {"cpu": "fused", "cuda": "flex"}
-"""The implementation the targets are about, per device type."""
+def fast_impl(device_type: str) -> str:
+    """The implementation the targets are about: what ``swda(impl="auto")`` runs there."""
+    if device_type == "cpu":
+        return "cpp" if compiled_available() else "fused"
+    return "flex" if device_type == "cuda" else "fused"
 
 TARGETS = {
     "forward_speedup": 5.0,
@@ -256,8 +260,10 @@ def device_name(device) -> str:
 
 
 def _default_impls(device: torch.device) -> list[str]:
-    """unfold, shift, fused, and flex where its compiled kernel runs (not naive: too slow)."""
+    """unfold, shift, fused, and the compiled kernel of the device where it runs (not naive: too slow)."""
     names = ["unfold", "shift", "fused"]
+    if device.type == "cpu" and compiled_available():
+        names.append("cpp")
     return names + (["flex"] if flex_available(device) else [])
 
 
@@ -368,7 +374,7 @@ def check_targets(rows: list[dict]) -> list[dict]:
     """Each target, for the fast implementation of each device, on each layout: met or not."""
     results = []
     for row in rows:
-        if row["impl"] != FAST_IMPL.get(row["device"]) or "forward_ms" not in row:
+        if row["impl"] != fast_impl(row["device"]) or "forward_ms" not in row:
             continue
         for key, goal in TARGETS.items():
             value = row.get(key)
@@ -603,7 +609,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--impls",
         default=None,
-        help="comma-separated implementations (default: unfold,shift,fused and flex on CUDA)",
+        help="comma-separated implementations (default: unfold,shift,fused, cpp on CPU, flex on CUDA)",
     )
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     parser.add_argument(

@@ -127,9 +127,10 @@ class _CompiledSWDA(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, kernel_size, dilation, padding, scale):
         kernel = load_kernel()
-        out, weights = kernel.forward(
-            q.contiguous(), k.contiguous(), v.contiguous(), kernel_size, dilation, padding == "mask", scale
-        )
+        with torch.profiler.record_function("cpp::swda_forward"):  # a row in profiles
+            out, weights = kernel.forward(
+                q.contiguous(), k.contiguous(), v.contiguous(), kernel_size, dilation, padding == "mask", scale
+            )
         B, heads, H, W, _ = q.shape
         record(
             "attention weights",
@@ -153,9 +154,11 @@ class _CompiledSWDA(torch.autograd.Function):
             return _backward_by_recomputing(ctx, grad_out)
         q, k, v, weights = ctx.saved_tensors
         _, kernel_size, dilation, scale = ctx.geometry
-        grad_q, grad_k, grad_v = load_kernel().backward(
-            q.contiguous(), k.contiguous(), v.contiguous(), weights, grad_out.contiguous(), kernel_size, dilation, ctx.padding == "mask", scale
-        )
+        with torch.profiler.record_function("cpp::swda_backward"):
+            grad_q, grad_k, grad_v = load_kernel().backward(
+                q.contiguous(), k.contiguous(), v.contiguous(), weights, grad_out.contiguous(),
+                kernel_size, dilation, ctx.padding == "mask", scale,
+            )
         needed = ctx.needs_input_grad
         return (
             grad_q if needed[0] else None,

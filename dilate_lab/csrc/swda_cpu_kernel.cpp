@@ -14,11 +14,13 @@
 // (i + (a - k//2) r, j + (b - k//2) r):
 //   l_o   = scale * q_ij . k_{ii jj}            key inside the map
 //   l_o   = 0 ("zeros") / left out ("mask")     key beyond the border
-//   w     = softmax(l), then 0 at keys beyond the border (a zero-padded value adds nothing)
-//   out_ij = sum_o w_o v_{ii jj}
+//   w     = softmax(l)       (stored: the same weights as the unfold form, zero-padded keys
+//                             included, so a tracer sees the paper's softmax)
+//   out_ij = sum_o w_o v_{ii jj}, over keys inside the map (a zero-padded value adds nothing)
 // Backward (g = dL/dout), two passes, so that no thread writes another's rows:
-//   pass 1, per query:  da_o = g_ij . v_{ii jj},  dl_o = scale * w_o (da_o - sum_p w_p da_p),
-//                       dq_ij = sum_o dl_o k_{ii jj}            (dl is stored like w)
+//   pass 1, per query:  da_o = g_ij . v_{ii jj} (0 beyond the border),
+//                       dl_o = scale * w_o (da_o - sum_p w_p da_p),
+//                       dq_ij = sum_o dl_o k_{ii jj}, keys inside   (dl is stored like w)
 //   pass 2, per key:    dk_ij = sum_o dl_o(query) q_query,  dv_ij = sum_o w_o(query) g_query,
 //                       over the queries (i - (a - k//2) r, j - (b - k//2) r) inside the map.
 // Keys beyond the border are never read: a value reaches only the pixels whose
@@ -95,9 +97,9 @@ inline float exp_nonpositive(float x) {
 }
 inline double exp_nonpositive(double x) { return std::exp(x); }
 
-// Softmax over the k*k lines of one image row, in place, then 0 at keys beyond the border.
+// Softmax over the k*k lines of one image row, in place.
 template <typename T>
-void softmax_lines(T* lines, T* top, T* total, const Geometry& g, int64_t i) {
+void softmax_lines(T* lines, T* top, T* total, const Geometry& g) {
   const int64_t W = g.width, kk = g.positions();
   std::fill(top, top + W, -std::numeric_limits<T>::infinity());
   std::fill(total, total + W, T(0));
@@ -116,22 +118,13 @@ void softmax_lines(T* lines, T* top, T* total, const Geometry& g, int64_t i) {
   }
 #pragma omp simd
   for (int64_t j = 0; j < W; ++j) total[j] = T(1) / total[j];
-  for (int64_t a = 0; a < g.kernel; ++a) {
-    const int64_t ii = i + g.step(a);
-    const bool row_inside = ii >= 0 && ii < g.height;
-    for (int64_t b = 0; b < g.kernel; ++b) {
-      T* l = lines + (a * g.kernel + b) * W;
-      const int64_t first = row_inside ? g.first_column(b) : W;
-      const int64_t last = row_inside ? g.last_column(b) : W;
+  for (int64_t o = 0; o < kk; ++o) {
+    T* l = lines + o * W;
 #pragma omp simd
-      for (int64_t j = 0; j < W; ++j) l[j] = (j >= first && j < last) ? l[j] * total[j] : T(0);
-    }
+    for (int64_t j = 0; j < W; ++j) l[j] *= total[j];
   }
 }
 
-// The k*k logits of query j of an image row: line o of `lines` (stride W) gets
-// scale * q_j . key, or `beyond` for keys beyond the border. k_rows[a]: the key row
-// of window row a, nullptr beyond the border. __restrict: q_j stays in registers.
 template <typename T, int64_t D, int64_t K>
 inline void query_logits(const T* __restrict q_j, const T* const* k_rows, int64_t j,
                          const Geometry& g, T scale, T beyond, T* __restrict lines) {
@@ -187,7 +180,7 @@ void forward_rows(const T* q, const T* k, const T* v, T* out, T* weights, const 
       }
       for (int64_t j = 0; j < W; ++j)
         query_logits<T, D, K>(q_row + j * d, k_rows, j, g, scale, beyond, lines + j);
-      softmax_lines(lines, top.data(), total.data(), g, i);
+      softmax_lines(lines, top.data(), total.data(), g);
       // weighted sum of values, one query at a time (its output stays in registers)
       const T* v_rows[kMaxKernel];
       for (int64_t a = 0; a < g.kernel; ++a) {
