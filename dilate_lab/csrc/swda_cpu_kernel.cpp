@@ -59,13 +59,48 @@ struct Geometry {
 // Kernel sizes beyond this are refused (k = 31 is already 961 positions per query).
 constexpr int64_t kMaxKernel = 63;
 
+// Unrolled head sizes are multiples of kLanes: their loops run over kLanes-wide
+// chunks held in GCC/Clang vector types, one vector register of floats on AVX2.
+constexpr int64_t kLanes = 8;
+template <typename T>
+struct LanesOf;
+template <>
+struct LanesOf<float> {
+  typedef float type __attribute__((vector_size(kLanes * sizeof(float))));
+};
+template <>
+struct LanesOf<double> {
+  typedef double type __attribute__((vector_size(kLanes * sizeof(double))));
+};
+template <typename T>
+using Lanes = typename LanesOf<T>::type;
+
+template <typename T>
+inline Lanes<T> load_lanes(const T* p) {
+  Lanes<T> x;
+  std::memcpy(&x, p, sizeof x);
+  return x;
+}
+
+template <typename T>
+inline void store_lanes(T* p, Lanes<T> x) {
+  std::memcpy(p, &x, sizeof x);
+}
+
 template <typename T, int64_t D>
 inline T dot(const T* __restrict a, const T* __restrict b, int64_t d) {
-  const int64_t n = D > 0 ? D : d;
-  T sum = 0;
+  if constexpr (D > 0 && D % kLanes == 0) {
+    // kLanes partial sums, then a fixed tree: no serial chain of scalar additions, and
+    // the same rounding whatever the machine's vector width
+    Lanes<T> part = load_lanes(a) * load_lanes(b);
+    for (int64_t c = kLanes; c < D; c += kLanes) part += load_lanes(a + c) * load_lanes(b + c);
+    return ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+  } else {
+    T sum = 0;
 #pragma omp simd reduction(+ : sum)
-  for (int64_t c = 0; c < n; ++c) sum += a[c] * b[c];
-  return sum;
+    for (int64_t c = 0; c < d; ++c) sum += a[c] * b[c];
+    return sum;
+  }
 }
 
 template <typename T, int64_t D>
@@ -125,7 +160,7 @@ void softmax_lines(T* lines, T* top, T* total, const Geometry& g) {
   }
 }
 
-template <typename T, int64_t D, int64_t K>
+template <typename T, int64_t D, int64_t K, bool Interior>
 inline void query_logits(const T* __restrict q_j, const T* const* k_rows, int64_t j,
                          const Geometry& g, T scale, T beyond, T* __restrict lines) {
   const int64_t W = g.width, d = D > 0 ? D : g.dim, ks = K > 0 ? K : g.kernel;
@@ -134,7 +169,7 @@ inline void query_logits(const T* __restrict q_j, const T* const* k_rows, int64_
     const T* __restrict k_row = k_rows[a];
     for (int64_t b = 0; b < ks; ++b) {
       const int64_t jj = j + (b - half) * r;
-      const bool inside = k_row != nullptr && jj >= 0 && jj < W;
+      const bool inside = Interior || (k_row != nullptr && jj >= 0 && jj < W);
       lines[(a * ks + b) * W] = inside ? scale * dot<T, D>(q_j, k_row + jj * d, d) : beyond;
     }
   }
@@ -142,23 +177,37 @@ inline void query_logits(const T* __restrict q_j, const T* const* k_rows, int64_
 
 // out_j = sum_o w_o v_o for query j of an image row (weights in `lines`, stride W),
 // summed in registers when d is known at compile time.
-template <typename T, int64_t D, int64_t K>
+template <typename T, int64_t D, int64_t K, bool Interior>
 inline void query_output(const T* __restrict lines, const T* const* v_rows, int64_t j,
                          const Geometry& g, T* __restrict out_j) {
   const int64_t W = g.width, d = D > 0 ? D : g.dim, ks = K > 0 ? K : g.kernel;
   const int64_t r = g.dilation, half = ks / 2;
-  T fixed[D > 0 ? D : 1];
-  T* __restrict sum = D > 0 ? fixed : out_j;
-  std::fill(sum, sum + d, T(0));
-  for (int64_t a = 0; a < ks; ++a) {
-    const T* __restrict v_row = v_rows[a];
-    if (v_row == nullptr) continue;
-    for (int64_t b = 0; b < ks; ++b) {
-      const int64_t jj = j + (b - half) * r;
-      if (jj >= 0 && jj < W) add_scaled<T, D>(lines[(a * ks + b) * W], v_row + jj * d, sum, d);
+  if constexpr (D > 0 && D % kLanes == 0) {
+    // one kLanes-wide chunk of the output at a time, summed over the window in registers
+    for (int64_t c = 0; c < D; c += kLanes) {
+      Lanes<T> sum = {};
+      for (int64_t a = 0; a < ks; ++a) {
+        const T* __restrict v_row = v_rows[a];
+        if (!Interior && v_row == nullptr) continue;
+        for (int64_t b = 0; b < ks; ++b) {
+          const int64_t jj = j + (b - half) * r;
+          if (!Interior && (jj < 0 || jj >= W)) continue;
+          sum += lines[(a * ks + b) * W] * load_lanes(v_row + jj * D + c);
+        }
+      }
+      store_lanes(out_j + c, sum);
+    }
+  } else {
+    std::fill(out_j, out_j + d, T(0));
+    for (int64_t a = 0; a < ks; ++a) {
+      const T* __restrict v_row = v_rows[a];
+      if (v_row == nullptr) continue;
+      for (int64_t b = 0; b < ks; ++b) {
+        const int64_t jj = j + (b - half) * r;
+        if (jj >= 0 && jj < W) add_scaled<T, D>(lines[(a * ks + b) * W], v_row + jj * d, out_j, d);
+      }
     }
   }
-  if (D > 0) std::copy(sum, sum + d, out_j);
 }
 
 template <typename T, int64_t D, int64_t K>
@@ -178,8 +227,18 @@ void forward_rows(const T* q, const T* k, const T* v, T* out, T* weights, const 
         const int64_t ii = i + g.step(a);
         k_rows[a] = (ii >= 0 && ii < H) ? k + (image * H + ii) * W * d : nullptr;
       }
-      for (int64_t j = 0; j < W; ++j)
-        query_logits<T, D, K>(q_row + j * d, k_rows, j, g, scale, beyond, lines + j);
+      // queries whose whole window is on the map take a copy of the code without checks
+      bool rows_inside = true;
+      for (int64_t a = 0; a < g.kernel; ++a) rows_inside = rows_inside && k_rows[a] != nullptr;
+      const int64_t reach = (g.kernel / 2) * g.dilation;
+      const int64_t first = rows_inside ? std::min(reach, W) : W;
+      const int64_t last = rows_inside ? std::max(first, W - reach) : W;
+      for (int64_t j = 0; j < first; ++j)
+        query_logits<T, D, K, false>(q_row + j * d, k_rows, j, g, scale, beyond, lines + j);
+      for (int64_t j = first; j < last; ++j)
+        query_logits<T, D, K, true>(q_row + j * d, k_rows, j, g, scale, beyond, lines + j);
+      for (int64_t j = last; j < W; ++j)
+        query_logits<T, D, K, false>(q_row + j * d, k_rows, j, g, scale, beyond, lines + j);
       softmax_lines(lines, top.data(), total.data(), g);
       // weighted sum of values, one query at a time (its output stays in registers)
       const T* v_rows[kMaxKernel];
@@ -188,8 +247,12 @@ void forward_rows(const T* q, const T* k, const T* v, T* out, T* weights, const 
         v_rows[a] = (ii >= 0 && ii < H) ? v + (image * H + ii) * W * d : nullptr;
       }
       T* out_row = out + unit * W * d;
-      for (int64_t j = 0; j < W; ++j)
-        query_output<T, D, K>(lines + j, v_rows, j, g, out_row + j * d);
+      for (int64_t j = 0; j < first; ++j)
+        query_output<T, D, K, false>(lines + j, v_rows, j, g, out_row + j * d);
+      for (int64_t j = first; j < last; ++j)
+        query_output<T, D, K, true>(lines + j, v_rows, j, g, out_row + j * d);
+      for (int64_t j = last; j < W; ++j)
+        query_output<T, D, K, false>(lines + j, v_rows, j, g, out_row + j * d);
     }
   });
 }
