@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import torch
 
 from ._checks import check_positive_int
-from .swda import NAIVE_MAX_STEPS, available_impls, swda
+from .swda import ALL_IMPLS, NAIVE_MAX_STEPS, available_impls, swda
 from .swda_compiled import compiled_available
 from .swda_cuda import flex_available
 
@@ -270,7 +270,7 @@ def _default_impls(device: torch.device) -> list[str]:
 def _impls_for(device: torch.device, impls, progress=None) -> list[str]:
     """The requested implementations that run on ``device``, with unfold (the baseline) first."""
     names = _default_impls(device) if impls is None else list(impls)
-    known = set(available_impls("cpu")) | set(available_impls("cuda"))
+    known = set(ALL_IMPLS)
     unknown = [name for name in names if name not in known]
     if unknown:
         raise ValueError(f"impls must be among {sorted(known)}, got {unknown}")
@@ -513,7 +513,7 @@ def profile_ops(
     from torch.profiler import ProfilerActivity, profile
 
     device = torch.device(device)
-    known = sorted(set(available_impls("cpu")) | set(available_impls("cuda")))
+    known = list(ALL_IMPLS)
     if impl not in known:
         raise ValueError(f"impl must be one of {known}, got {impl!r}")
     if impl not in available_impls(device):
@@ -551,7 +551,8 @@ def format_profile(ops: list[OpTime], top: int = 8) -> str:
     shown, rest = ops[:top], ops[top:]
     lines = [f"{'operator':<28} {'calls':>6} {'self ms':>9} {'share':>6}"]
     for op in shown:
-        lines.append(f"{op.name[:28]:<28} {op.calls:>6} {op.self_ms:>9.2f} {op.share:>6.0%}")
+        name = op.name.removeprefix("autograd::engine::evaluate_function: ")
+        lines.append(f"{name[:28]:<28} {op.calls:>6} {op.self_ms:>9.2f} {op.share:>6.0%}")
     if rest:
         lines.append(
             f"{'(other: ' + str(len(rest)) + ' operators)':<28} {sum(op.calls for op in rest):>6} "
@@ -632,7 +633,7 @@ def main(argv=None) -> int:
         parser.error("--threads and --repeats must be >= 1")
     impls = None if args.impls is None else [n.strip() for n in args.impls.split(",") if n.strip()]
     if impls is not None:
-        known = set(available_impls("cuda")) | set(available_impls("cpu"))
+        known = set(ALL_IMPLS)
         unknown = [n for n in impls if n not in known]
         if unknown:
             parser.error(f"--impls: unknown {unknown}; choose from {sorted(known)}")

@@ -367,6 +367,12 @@ def plot_block_mask(
 # ---------------------------------------------------------------------------
 # 3. where the time goes
 # ---------------------------------------------------------------------------
+def _short_op_name(name: str, limit: int = 36) -> str:
+    """An operator name short enough for a tick label: autograd's prefix dropped, then cut."""
+    name = name.removeprefix("autograd::engine::evaluate_function: ")
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
 def plot_time_breakdown(profiles: Mapping[str, Sequence], top: int = 5) -> Figure:
     """Self time of the top operators of each profile, as horizontal bars, one panel per profile.
 
@@ -386,7 +392,7 @@ def plot_time_breakdown(profiles: Mapping[str, Sequence], top: int = 5) -> Figur
     axes = fig.subplots(len(profiles), 1, squeeze=False)[:, 0]
     for ax, (name, ops) in zip(axes, profiles.items()):
         shown, rest = list(ops[:top]), list(ops[top:])
-        labels = [f"{op.name} (x{op.calls})" for op in shown]
+        labels = [f"{_short_op_name(op.name)} (x{op.calls})" for op in shown]
         values = [op.self_ms for op in shown]
         if rest:
             labels.append(f"(other: {len(rest)} operators)")

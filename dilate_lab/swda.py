@@ -32,7 +32,7 @@ from .swda_cpu import swda_fused
 from .swda_cuda import flex_available, swda_flex
 from .tracing import record
 
-__all__ = ["swda", "SWDA_IMPLS", "NAIVE_MAX_STEPS", "available_impls"]
+__all__ = ["swda", "SWDA_IMPLS", "ALL_IMPLS", "NAIVE_MAX_STEPS", "available_impls"]
 
 NAIVE_MAX_STEPS = 100_000
 """The naive loop refuses a call with more than this many (pixel, offset) steps,
@@ -151,15 +151,24 @@ SWDA_IMPLS: tuple[str, ...] = tuple(name for name in _IMPLS if name not in _IMPL
 ``"flex"`` on CUDA)."""
 
 
+ALL_IMPLS: tuple[str, ...] = tuple(_IMPLS)
+"""Every name ``impl=`` takes on some device (``available_impls`` says which run where)."""
+
+
 def available_impls(device) -> tuple[str, ...]:
-    """Names ``swda(..., impl=...)`` accepts for tensors on ``device`` (besides ``"auto"``)."""
+    """Names ``swda(..., impl=...)`` runs for tensors on ``device`` (besides ``"auto"``).
+
+    ``"cpp"`` is listed on CPU only where the compiled kernel loads; the first call
+    may therefore build it (once per machine, about half a minute).
+    """
     try:
         device_type = torch.device(device).type
     except (RuntimeError, TypeError):
         raise ValueError(f"device must be a torch.device or a name such as 'cpu' or 'cuda', got {device!r}") from None
-    return tuple(
-        name for name in _IMPLS if device_type in _IMPL_DEVICE_TYPES.get(name, (device_type,))
-    )
+    names = [name for name in _IMPLS if device_type in _IMPL_DEVICE_TYPES.get(name, (device_type,))]
+    if "cpp" in names and not compiled_available():
+        names.remove("cpp")
+    return tuple(names)
 
 
 def check_impl(impl) -> None:

@@ -82,9 +82,10 @@ def load_kernel(verbose: bool = False):
         if _state["module"] is not None:
             return _state["module"]
         if os.environ.get(_DISABLE_VARIABLE, "") not in ("", "0"):
-            raise RuntimeError(f"the compiled SWDA kernel is turned off ({_DISABLE_VARIABLE} is set)")
-        if _state["error"] is not None and not verbose:
+            _state["error"] = f"the compiled SWDA kernel is turned off ({_DISABLE_VARIABLE} is set)"
             raise RuntimeError(_state["error"])
+        if _state["error"] is not None and not verbose:
+            raise RuntimeError(_state["error"])  # a failed build is not retried: it takes ~30 s
         from torch.utils.cpp_extension import load
 
         _log.info("building the C++ SWDA kernel (once per machine, about half a minute)")
@@ -99,9 +100,8 @@ def load_kernel(verbose: bool = False):
         except Exception as error:  # no compiler, no ninja, a failed build: all mean "not here"
             _state["error"] = (
                 f"the C++ SWDA kernel could not be built ({type(error).__name__}: "
-                f"{str(error).strip().splitlines()[-1] if str(error).strip() else 'no message'}); "
-                "use impl='fused' (pure PyTorch, same results) or see "
-                "dilate_lab.swda_compiled.load_kernel(verbose=True)"
+                f"{_first_error_line(error)}); use impl='fused' (pure PyTorch, same results); "
+                "dilate_lab.swda_compiled.load_kernel(verbose=True) retries and shows the compiler's output"
             )
             raise RuntimeError(_state["error"]) from error
         _state["module"] = module
@@ -109,8 +109,22 @@ def load_kernel(verbose: bool = False):
         return module
 
 
+def _first_error_line(error: Exception) -> str:
+    """The compiler's first "error:" line if the message has one, else its last line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        if "error:" in line:
+            return line
+    return lines[-1] if lines else "no message"
+
+
 def compiled_available() -> bool:
-    """True when the kernel is built or can be built here (this may build it, once)."""
+    """True when the kernel is built or can be built here.
+
+    The first call in a process loads the kernel: a fraction of a second from
+    PyTorch's extension cache, about half a minute where it must be compiled first
+    (once per machine). A failure is remembered for the rest of the process.
+    """
     try:
         load_kernel()
     except RuntimeError:
@@ -119,7 +133,7 @@ def compiled_available() -> bool:
 
 
 def build_error() -> str | None:
-    """Why the kernel is not available (None when it is, or has not been tried)."""
+    """Why the kernel is not available (None when it is, or has not been tried yet)."""
     return _state["error"]
 
 
