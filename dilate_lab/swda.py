@@ -235,7 +235,7 @@ def swda(
         name = "fused"
     scale = d**-0.5 if scale is None else float(scale)
     work = _work_dtype(q.dtype)
-    out = _IMPLS[name](
-        q.to(work), k.to(work), v.to(work), kernel_size, dilation, padding, scale
-    )
-    return out.to(q.dtype)
+    if work != q.dtype:  # half precision: computed in float32, returned in q's dtype
+        out = _IMPLS[name](q.to(work), k.to(work), v.to(work), kernel_size, dilation, padding, scale)
+        return out.to(q.dtype)
+    return _IMPLS[name](q, k, v, kernel_size, dilation, padding, scale)

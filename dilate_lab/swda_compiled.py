@@ -25,6 +25,7 @@ the compiled path off without trying.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from .tracing import record
+from .tracing import record, tracing
 
 __all__ = ["swda_cpp", "compiled_available", "load_kernel", "build_error", "MAX_KERNEL_SIZE"]
 
@@ -137,20 +138,34 @@ def build_error() -> str | None:
     return _state["error"]
 
 
+def _profiled(name: str):
+    """A named row in the PyTorch profiler while one is recording; no cost otherwise."""
+    if torch.autograd.profiler._is_profiler_enabled:
+        return torch.profiler.record_function(name)
+    return contextlib.nullcontext()
+
+
+def _forward(q, k, v, kernel_size, dilation, padding, scale, keep):
+    """(out, weights) from the kernel; weights is empty unless ``keep``."""
+    with _profiled("cpp::swda_forward"):
+        return load_kernel().forward(
+            q.contiguous(), k.contiguous(), v.contiguous(), kernel_size, dilation,
+            padding == "mask", scale, keep,
+        )
+
+
 class _CompiledSWDA(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, kernel_size, dilation, padding, scale):
-        kernel = load_kernel()
-        with torch.profiler.record_function("cpp::swda_forward"):  # a row in profiles
-            out, weights = kernel.forward(
-                q.contiguous(), k.contiguous(), v.contiguous(), kernel_size, dilation, padding == "mask", scale
-            )
-        B, heads, H, W, _ = q.shape
-        record(
-            "attention weights",
-            weights.view(B, heads, H, kernel_size * kernel_size, W).transpose(-1, -2),
-            "one weight per window position",
-        )  # B, heads, H, W, k*k (a view of the stored B, heads, H, k*k, W)
+    def forward(ctx, q, k, v, kernel_size, dilation, padding, scale, keep):
+        # keep: store the weights (for backward, or for a tracer)
+        out, weights = _forward(q, k, v, kernel_size, dilation, padding, scale, keep)
+        if keep:
+            B, heads, H, W, _ = q.shape
+            record(
+                "attention weights",
+                weights.view(B, heads, H, kernel_size * kernel_size, W).transpose(-1, -2),
+                "one weight per window position",
+            )  # B, heads, H, W, k*k (a view of the stored B, heads, H, k*k, W)
         # the inputs themselves are saved: unpacked in a create_graph backward they are
         # still nodes of the caller's graph, so second derivatives can flow
         ctx.save_for_backward(q, k, v, weights)
@@ -165,10 +180,10 @@ class _CompiledSWDA(torch.autograd.Function):
             # recomputed with autograd through the "shift" path
             from .swda_cpu import _backward_by_recomputing
 
-            return _backward_by_recomputing(ctx, grad_out)
+            return (*_backward_by_recomputing(ctx, grad_out), None)  # and none for keep
         q, k, v, weights = ctx.saved_tensors
         _, kernel_size, dilation, scale = ctx.geometry
-        with torch.profiler.record_function("cpp::swda_backward"):
+        with _profiled("cpp::swda_backward"):
             grad_q, grad_k, grad_v = load_kernel().backward(
                 q.contiguous(), k.contiguous(), v.contiguous(), weights, grad_out.contiguous(),
                 kernel_size, dilation, ctx.padding == "mask", scale,
@@ -178,7 +193,7 @@ class _CompiledSWDA(torch.autograd.Function):
             grad_q if needed[0] else None,
             grad_k if needed[1] else None,
             grad_v if needed[2] else None,
-            None, None, None, None,
+            None, None, None, None, None,
         )
 
 
@@ -196,4 +211,7 @@ def swda_cpp(q, k, v, kernel_size, dilation, padding, scale):
         )
     if q.dtype not in (torch.float32, torch.float64):  # swda computes halves in float32
         raise ValueError(f"impl='cpp' computes in float32 or float64, got {q.dtype}")
-    return _CompiledSWDA.apply(q, k, v, kernel_size, dilation, padding, scale)
+    if tracing() or (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
+        return _CompiledSWDA.apply(q, k, v, kernel_size, dilation, padding, scale, True)
+    # inference: no graph to record, so no autograd Function, and no weights stored
+    return _forward(q, k, v, kernel_size, dilation, padding, scale, keep=False)[0]

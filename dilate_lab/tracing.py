@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["TracedTensor", "record", "trace_tensors"]
+__all__ = ["TracedTensor", "record", "trace_tensors", "tracing"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,11 @@ class TracedTensor:
 
 
 _active: list[tuple[list[TracedTensor], bool]] = []
+
+
+def tracing() -> bool:
+    """True inside a ``trace_tensors()`` block: code may skip work only a trace would see."""
+    return bool(_active)
 
 
 def record(name: str, tensor: torch.Tensor, note: str = "") -> torch.Tensor:

@@ -217,10 +217,11 @@ void forward_rows(const T* q, const T* k, const T* v, T* out, T* weights, const 
   const T beyond = g.mask ? -std::numeric_limits<T>::infinity() : T(0);
   at::parallel_for(0, g.images * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> top(W), total(W);
+    std::vector<T> scratch(weights == nullptr ? kk * W : 0);  // the lines, when not kept
     for (int64_t unit = begin; unit < end; ++unit) {  // unit = image*H + i: one image row
       const int64_t image = unit / H, i = unit % H;
       const T* q_row = q + unit * W * d;
-      T* lines = weights + unit * kk * W;  // k*k, W
+      T* lines = weights != nullptr ? weights + unit * kk * W : scratch.data();  // k*k, W
       // logits, one query at a time (its q stays in registers)
       const T* k_rows[kMaxKernel];  // the key row of each window row; nullptr beyond the border
       for (int64_t a = 0; a < g.kernel; ++a) {
@@ -383,22 +384,26 @@ void check_like(const torch::Tensor& t, const torch::Tensor& q, const char* name
               name, " must be contiguous and have the shape, dtype and device of q");
 }
 
-// Returns (out, weights): out (B, heads, H, W, d), weights (B, heads, H, k*k, W).
+// Returns (out, weights): out (B, heads, H, W, d), weights (B, heads, H, k*k, W), or
+// an empty tensor without keep_weights (inference: the lines then live in a per-thread
+// scratch buffer that stays in the L1 cache, and nothing k*k-sized reaches memory).
 std::vector<torch::Tensor> swda_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v,
                                         int64_t kernel, int64_t dilation, bool mask,
-                                        double scale) {
+                                        double scale, bool keep_weights) {
   TORCH_CHECK(q.device().is_cpu(), "q must be on the CPU");
   const Geometry g = geometry_of(q, kernel, dilation, mask);
   check_like(k, q, "k");
   check_like(v, q, "v");
   auto out = torch::empty_like(q);
-  auto weights = torch::empty({q.size(0), q.size(1), q.size(2), kernel * kernel, q.size(3)},
-                              q.options());
+  auto weights = keep_weights
+                     ? torch::empty({q.size(0), q.size(1), q.size(2), kernel * kernel, q.size(3)},
+                                    q.options())
+                     : torch::empty({0}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "swda_forward", [&] {
     with_sizes(g, [&](auto head_dim, auto kernel_size) {
       forward_rows<scalar_t, decltype(head_dim)::value, decltype(kernel_size)::value>(
           q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
-          out.data_ptr<scalar_t>(), weights.data_ptr<scalar_t>(), g,
+          out.data_ptr<scalar_t>(), keep_weights ? weights.data_ptr<scalar_t>() : nullptr, g,
           static_cast<scalar_t>(scale));
     });
   });
