@@ -160,23 +160,69 @@ void softmax_lines(T* lines, T* top, T* total, const Geometry& g) {
   }
 }
 
+// The lane sums of eight vectors, as one vector: element o is p[o][0] + ... + p[o][7].
+// Three rounds of pairwise shuffles and adds replace eight separate reductions.
+template <typename T>
+inline Lanes<T> lane_sums(const Lanes<T>* p) {
+  const Lanes<T> q0 = __builtin_shufflevector(p[0], p[1], 0, 8, 2, 10, 4, 12, 6, 14) +
+                      __builtin_shufflevector(p[0], p[1], 1, 9, 3, 11, 5, 13, 7, 15);
+  const Lanes<T> q1 = __builtin_shufflevector(p[2], p[3], 0, 8, 2, 10, 4, 12, 6, 14) +
+                      __builtin_shufflevector(p[2], p[3], 1, 9, 3, 11, 5, 13, 7, 15);
+  const Lanes<T> q2 = __builtin_shufflevector(p[4], p[5], 0, 8, 2, 10, 4, 12, 6, 14) +
+                      __builtin_shufflevector(p[4], p[5], 1, 9, 3, 11, 5, 13, 7, 15);
+  const Lanes<T> q3 = __builtin_shufflevector(p[6], p[7], 0, 8, 2, 10, 4, 12, 6, 14) +
+                      __builtin_shufflevector(p[6], p[7], 1, 9, 3, 11, 5, 13, 7, 15);
+  const Lanes<T> r0 = __builtin_shufflevector(q0, q1, 0, 1, 8, 9, 4, 5, 12, 13) +
+                      __builtin_shufflevector(q0, q1, 2, 3, 10, 11, 6, 7, 14, 15);
+  const Lanes<T> r1 = __builtin_shufflevector(q2, q3, 0, 1, 8, 9, 4, 5, 12, 13) +
+                      __builtin_shufflevector(q2, q3, 2, 3, 10, 11, 6, 7, 14, 15);
+  return __builtin_shufflevector(r0, r1, 0, 1, 2, 3, 8, 9, 10, 11) +
+         __builtin_shufflevector(r0, r1, 4, 5, 6, 7, 12, 13, 14, 15);
+}
+
 template <typename T, int64_t D, int64_t K, bool Interior>
 inline void query_logits(const T* __restrict q_j, const T* const* k_rows, int64_t j,
                          const Geometry& g, T scale, T beyond, T* __restrict lines) {
   const int64_t W = g.width, d = D > 0 ? D : g.dim, ks = K > 0 ? K : g.kernel;
-  const int64_t r = g.dilation, half = ks / 2;
-  for (int64_t a = 0; a < ks; ++a) {
-    const T* __restrict k_row = k_rows[a];
-    for (int64_t b = 0; b < ks; ++b) {
-      const int64_t jj = j + (b - half) * r;
-      const bool inside = Interior || (k_row != nullptr && jj >= 0 && jj < W);
-      lines[(a * ks + b) * W] = inside ? scale * dot<T, D>(q_j, k_row + jj * d, d) : beyond;
+  const int64_t r = g.dilation, half = ks / 2, kk = ks * ks;
+  if constexpr (D > 0 && D % kLanes == 0 && K > 0) {
+    // the k*k products as vectors first, then their sums eight at a time
+    constexpr int64_t kBlocks = (K * K + kLanes - 1) / kLanes;
+    Lanes<T> parts[kBlocks * kLanes] = {};
+    bool inside[K * K];
+    Lanes<T> q_lanes[D / kLanes];
+    for (int64_t c = 0; c < D / kLanes; ++c) q_lanes[c] = load_lanes(q_j + c * kLanes);
+    for (int64_t a = 0; a < K; ++a) {
+      const T* __restrict k_row = k_rows[a];
+      for (int64_t b = 0; b < K; ++b) {
+        const int64_t jj = j + (b - half) * r, o = a * K + b;
+        inside[o] = Interior || (k_row != nullptr && jj >= 0 && jj < W);
+        if (!inside[o]) continue;
+        const T* __restrict key = k_row + jj * D;
+        Lanes<T> part = q_lanes[0] * load_lanes(key);
+        for (int64_t c = 1; c < D / kLanes; ++c) part += q_lanes[c] * load_lanes(key + c * kLanes);
+        parts[o] = part;
+      }
+    }
+    for (int64_t block = 0; block < kBlocks; ++block) {
+      const Lanes<T> sums = lane_sums<T>(parts + block * kLanes);
+      for (int64_t l = 0; l < kLanes && block * kLanes + l < kk; ++l) {
+        const int64_t o = block * kLanes + l;
+        lines[o * W] = inside[o] ? scale * sums[l] : beyond;
+      }
+    }
+  } else {
+    for (int64_t a = 0; a < ks; ++a) {
+      const T* __restrict k_row = k_rows[a];
+      for (int64_t b = 0; b < ks; ++b) {
+        const int64_t jj = j + (b - half) * r;
+        const bool inside = Interior || (k_row != nullptr && jj >= 0 && jj < W);
+        lines[(a * ks + b) * W] = inside ? scale * dot<T, D>(q_j, k_row + jj * d, d) : beyond;
+      }
     }
   }
 }
 
-// out_j = sum_o w_o v_o for query j of an image row (weights in `lines`, stride W),
-// summed in registers when d is known at compile time.
 template <typename T, int64_t D, int64_t K, bool Interior>
 inline void query_output(const T* __restrict lines, const T* const* v_rows, int64_t j,
                          const Geometry& g, T* __restrict out_j) {
