@@ -229,20 +229,20 @@ inline void query_output(const T* __restrict lines, const T* const* v_rows, int6
   const int64_t W = g.width, d = D > 0 ? D : g.dim, ks = K > 0 ? K : g.kernel;
   const int64_t r = g.dilation, half = ks / 2;
   if constexpr (D > 0 && D % kLanes == 0) {
-    // one kLanes-wide chunk of the output at a time, summed over the window in registers
-    for (int64_t c = 0; c < D; c += kLanes) {
-      Lanes<T> sum = {};
-      for (int64_t a = 0; a < ks; ++a) {
-        const T* __restrict v_row = v_rows[a];
-        if (!Interior && v_row == nullptr) continue;
-        for (int64_t b = 0; b < ks; ++b) {
-          const int64_t jj = j + (b - half) * r;
-          if (!Interior && (jj < 0 || jj >= W)) continue;
-          sum += lines[(a * ks + b) * W] * load_lanes(v_row + jj * D + c);
-        }
+    // the whole d-vector output in registers (D / kLanes vectors), summed over the window
+    Lanes<T> sum[D / kLanes] = {};
+    for (int64_t a = 0; a < ks; ++a) {
+      const T* __restrict v_row = v_rows[a];
+      if (!Interior && v_row == nullptr) continue;
+      for (int64_t b = 0; b < ks; ++b) {
+        const int64_t jj = j + (b - half) * r;
+        if (!Interior && (jj < 0 || jj >= W)) continue;
+        const T w = lines[(a * ks + b) * W];
+        const T* __restrict value = v_row + jj * D;
+        for (int64_t c = 0; c < D / kLanes; ++c) sum[c] += w * load_lanes(value + c * kLanes);
       }
-      store_lanes(out_j + c, sum);
     }
+    for (int64_t c = 0; c < D / kLanes; ++c) store_lanes(out_j + c * kLanes, sum[c]);
   } else {
     std::fill(out_j, out_j + d, T(0));
     for (int64_t a = 0; a < ks; ++a) {
