@@ -256,6 +256,20 @@ inline void query_output(const T* __restrict lines, const T* const* v_rows, int6
   }
 }
 
+// Calls f(Interior) for the queries of an image row: f(false) for j in [0, first) and
+// [last, W), f(true) between, where every window position is on the map.
+template <typename Rows, typename F>
+void by_border(const Geometry& g, const Rows& rows, const F& f) {
+  bool rows_inside = true;
+  for (int64_t a = 0; a < g.kernel; ++a) rows_inside = rows_inside && rows[a] != nullptr;
+  const int64_t W = g.width, reach = (g.kernel / 2) * g.dilation;
+  const int64_t first = rows_inside ? std::min(reach, W) : W;
+  const int64_t last = rows_inside ? std::max(first, W - reach) : W;
+  f(std::false_type(), 0, first);
+  f(std::true_type(), first, last);
+  f(std::false_type(), last, W);
+}
+
 template <typename T, int64_t D, int64_t K>
 void forward_rows(const T* q, const T* k, const T* v, T* out, T* weights, const Geometry& g,
                   T scale) {
@@ -275,17 +289,11 @@ void forward_rows(const T* q, const T* k, const T* v, T* out, T* weights, const 
         k_rows[a] = (ii >= 0 && ii < H) ? k + (image * H + ii) * W * d : nullptr;
       }
       // queries whose whole window is on the map take a copy of the code without checks
-      bool rows_inside = true;
-      for (int64_t a = 0; a < g.kernel; ++a) rows_inside = rows_inside && k_rows[a] != nullptr;
-      const int64_t reach = (g.kernel / 2) * g.dilation;
-      const int64_t first = rows_inside ? std::min(reach, W) : W;
-      const int64_t last = rows_inside ? std::max(first, W - reach) : W;
-      for (int64_t j = 0; j < first; ++j)
-        query_logits<T, D, K, false>(q_row + j * d, k_rows, j, g, scale, beyond, lines + j);
-      for (int64_t j = first; j < last; ++j)
-        query_logits<T, D, K, true>(q_row + j * d, k_rows, j, g, scale, beyond, lines + j);
-      for (int64_t j = last; j < W; ++j)
-        query_logits<T, D, K, false>(q_row + j * d, k_rows, j, g, scale, beyond, lines + j);
+      by_border(g, k_rows, [&](auto interior, int64_t from, int64_t to) {
+        for (int64_t j = from; j < to; ++j)
+          query_logits<T, D, K, decltype(interior)::value>(q_row + j * d, k_rows, j, g, scale,
+                                                           beyond, lines + j);
+      });
       softmax_lines(lines, top.data(), total.data(), g);
       // weighted sum of values, one query at a time (its output stays in registers)
       const T* v_rows[kMaxKernel];
@@ -294,17 +302,60 @@ void forward_rows(const T* q, const T* k, const T* v, T* out, T* weights, const 
         v_rows[a] = (ii >= 0 && ii < H) ? v + (image * H + ii) * W * d : nullptr;
       }
       T* out_row = out + unit * W * d;
-      for (int64_t j = 0; j < first; ++j)
-        query_output<T, D, K, false>(lines + j, v_rows, j, g, out_row + j * d);
-      for (int64_t j = first; j < last; ++j)
-        query_output<T, D, K, true>(lines + j, v_rows, j, g, out_row + j * d);
-      for (int64_t j = last; j < W; ++j)
-        query_output<T, D, K, false>(lines + j, v_rows, j, g, out_row + j * d);
+      by_border(g, v_rows, [&](auto interior, int64_t from, int64_t to) {
+        for (int64_t j = from; j < to; ++j)
+          query_output<T, D, K, decltype(interior)::value>(lines + j, v_rows, j, g,
+                                                           out_row + j * d);
+      });
     }
   });
 }
 
-template <typename T, int64_t D>
+// dk_j and dv_j of key j of an image row: summed over the queries whose windows hold
+// it. Query of window position o = (a, b): row q_rows[a] (nullptr beyond the border),
+// column j - (b - k//2) r; its line o of dl / w is dl_rows[a] + o*W / w_rows[a] + o*W.
+template <typename T, int64_t D, int64_t K, bool Interior>
+inline void key_gradients(int64_t j, const T* const* q_rows, const T* const* g_rows,
+                          const T* const* dl_rows, const T* const* w_rows, const Geometry& g,
+                          T* __restrict dk_j, T* __restrict dv_j) {
+  const int64_t W = g.width, d = D > 0 ? D : g.dim, ks = K > 0 ? K : g.kernel;
+  const int64_t r = g.dilation, half = ks / 2;
+  if constexpr (D > 0 && D % kLanes == 0) {
+    Lanes<T> dk[D / kLanes] = {}, dv[D / kLanes] = {};
+    for (int64_t a = 0; a < ks; ++a) {
+      if (!Interior && q_rows[a] == nullptr) continue;
+      for (int64_t b = 0; b < ks; ++b) {
+        const int64_t jq = j - (b - half) * r, o = a * ks + b;
+        if (!Interior && (jq < 0 || jq >= W)) continue;
+        const T dl = dl_rows[a][o * W + jq], w = w_rows[a][o * W + jq];
+        const T* __restrict query = q_rows[a] + jq * D;
+        const T* __restrict grad = g_rows[a] + jq * D;
+        for (int64_t c = 0; c < D / kLanes; ++c) {
+          dk[c] += dl * load_lanes(query + c * kLanes);
+          dv[c] += w * load_lanes(grad + c * kLanes);
+        }
+      }
+    }
+    for (int64_t c = 0; c < D / kLanes; ++c) {
+      store_lanes(dk_j + c * kLanes, dk[c]);
+      store_lanes(dv_j + c * kLanes, dv[c]);
+    }
+  } else {
+    std::fill(dk_j, dk_j + d, T(0));
+    std::fill(dv_j, dv_j + d, T(0));
+    for (int64_t a = 0; a < ks; ++a) {
+      if (q_rows[a] == nullptr) continue;
+      for (int64_t b = 0; b < ks; ++b) {
+        const int64_t jq = j - (b - half) * r, o = a * ks + b;
+        if (jq < 0 || jq >= W) continue;
+        add_scaled<T, D>(dl_rows[a][o * W + jq], q_rows[a] + jq * d, dk_j, d);
+        add_scaled<T, D>(w_rows[a][o * W + jq], g_rows[a] + jq * d, dv_j, d);
+      }
+    }
+  }
+}
+
+template <typename T, int64_t D, int64_t K>
 void backward_rows(const T* q, const T* k, const T* v, const T* weights, const T* grad_out,
                    T* grad_q, T* grad_k, T* grad_v, T* grad_logits, const Geometry& g,
                    T scale) {
@@ -317,21 +368,20 @@ void backward_rows(const T* q, const T* k, const T* v, const T* weights, const T
       const T* g_row = grad_out + unit * W * d;
       const T* w_lines = weights + unit * kk * W;  // k*k, W
       T* dl_lines = grad_logits + unit * kk * W;   // k*k, W: first da, then dl
+      const T* k_rows[kMaxKernel];
+      const T* v_rows[kMaxKernel];
       for (int64_t a = 0; a < g.kernel; ++a) {
         const int64_t ii = i + g.step(a);
-        const bool row_inside = ii >= 0 && ii < H;
-        const T* v_row = v + (image * H + (row_inside ? ii : i)) * W * d;  // read only if inside
-        for (int64_t b = 0; b < g.kernel; ++b) {
-          T* da = dl_lines + (a * g.kernel + b) * W;
-          const int64_t first = row_inside ? g.first_column(b) : W;
-          const int64_t last = row_inside ? g.last_column(b) : W;
-          const T* v_shifted = v_row + g.step(b) * d;
-          for (int64_t j = 0; j < first; ++j) da[j] = T(0);
-          for (int64_t j = first; j < last; ++j)
-            da[j] = dot<T, D>(g_row + j * d, v_shifted + j * d, d);
-          for (int64_t j = std::max(first, last); j < W; ++j) da[j] = T(0);
-        }
+        const bool inside = ii >= 0 && ii < H;
+        k_rows[a] = inside ? k + (image * H + ii) * W * d : nullptr;
+        v_rows[a] = inside ? v + (image * H + ii) * W * d : nullptr;
       }
+      // da_o = g . v_o: the logits' computation with g for q and v for k (0 beyond the border)
+      by_border(g, v_rows, [&](auto interior, int64_t from, int64_t to) {
+        for (int64_t j = from; j < to; ++j)
+          query_logits<T, D, K, decltype(interior)::value>(g_row + j * d, v_rows, j, g, T(1),
+                                                           T(0), dl_lines + j);
+      });
       std::fill(expected.begin(), expected.end(), T(0));
       for (int64_t o = 0; o < kk; ++o) {
         const T* w = w_lines + o * W;
@@ -345,46 +395,39 @@ void backward_rows(const T* q, const T* k, const T* v, const T* weights, const T
 #pragma omp simd
         for (int64_t j = 0; j < W; ++j) dl[j] = scale * w[j] * (dl[j] - expected[j]);
       }
+      // dq_j = sum_o dl_o k_o: the weighted sum of the forward, with dl for w and k for v
       T* dq_row = grad_q + unit * W * d;
-      std::fill(dq_row, dq_row + W * d, T(0));
-      for (int64_t a = 0; a < g.kernel; ++a) {
-        const int64_t ii = i + g.step(a);
-        if (ii < 0 || ii >= H) continue;
-        const T* k_row = k + (image * H + ii) * W * d;
-        for (int64_t b = 0; b < g.kernel; ++b) {
-          const T* dl = dl_lines + (a * g.kernel + b) * W;
-          const T* k_shifted = k_row + g.step(b) * d;
-          for (int64_t j = g.first_column(b); j < g.last_column(b); ++j)
-            add_scaled<T, D>(dl[j], k_shifted + j * d, dq_row + j * d, d);
-        }
-      }
+      by_border(g, k_rows, [&](auto interior, int64_t from, int64_t to) {
+        for (int64_t j = from; j < to; ++j)
+          query_output<T, D, K, decltype(interior)::value>(dl_lines + j, k_rows, j, g,
+                                                           dq_row + j * d);
+      });
     }
   });
   // pass 2, per key row: gather from the queries whose windows hold each key
   at::parallel_for(0, g.images * H, 1, [&](int64_t begin, int64_t end) {
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t image = unit / H, i = unit % H;
-      T* dk_row = grad_k + unit * W * d;
-      T* dv_row = grad_v + unit * W * d;
-      std::fill(dk_row, dk_row + W * d, T(0));
-      std::fill(dv_row, dv_row + W * d, T(0));
+      const T* q_rows[kMaxKernel];
+      const T* g_rows[kMaxKernel];
+      const T* dl_rows[kMaxKernel];
+      const T* w_rows[kMaxKernel];
       for (int64_t a = 0; a < g.kernel; ++a) {
         const int64_t qi = i - g.step(a);  // the query row that sees this row at window row a
-        if (qi < 0 || qi >= H) continue;
+        const bool inside = qi >= 0 && qi < H;
         const int64_t query_unit = image * H + qi;
-        const T* q_row = q + query_unit * W * d;
-        const T* g_row = grad_out + query_unit * W * d;
-        for (int64_t b = 0; b < g.kernel; ++b) {
-          const int64_t o = a * g.kernel + b, s = g.step(b);
-          const T* dl = grad_logits + (query_unit * kk + o) * W;
-          const T* w = weights + (query_unit * kk + o) * W;
-          // key column j is seen by query column j - s, for j - s in [first, last)
-          for (int64_t jq = g.first_column(b); jq < g.last_column(b); ++jq) {
-            add_scaled<T, D>(dl[jq], q_row + jq * d, dk_row + (jq + s) * d, d);
-            add_scaled<T, D>(w[jq], g_row + jq * d, dv_row + (jq + s) * d, d);
-          }
-        }
+        q_rows[a] = inside ? q + query_unit * W * d : nullptr;
+        g_rows[a] = inside ? grad_out + query_unit * W * d : nullptr;
+        dl_rows[a] = inside ? grad_logits + query_unit * kk * W : nullptr;
+        w_rows[a] = inside ? weights + query_unit * kk * W : nullptr;
       }
+      T* dk_row = grad_k + unit * W * d;
+      T* dv_row = grad_v + unit * W * d;
+      by_border(g, q_rows, [&](auto interior, int64_t from, int64_t to) {
+        for (int64_t j = from; j < to; ++j)
+          key_gradients<T, D, K, decltype(interior)::value>(j, q_rows, g_rows, dl_rows, w_rows, g,
+                                                            dk_row + j * d, dv_row + j * d);
+      });
     }
   });
 }
@@ -474,8 +517,8 @@ std::vector<torch::Tensor> swda_backward(torch::Tensor q, torch::Tensor k, torch
   auto grad_v = torch::empty_like(q);
   auto grad_logits = torch::empty_like(weights);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "swda_backward", [&] {
-    with_head_dim(g.dim, [&](auto head_dim) {
-      backward_rows<scalar_t, decltype(head_dim)::value>(
+    with_sizes(g, [&](auto head_dim, auto kernel_size) {
+      backward_rows<scalar_t, decltype(head_dim)::value, decltype(kernel_size)::value>(
           q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
           weights.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(),
           grad_q.data_ptr<scalar_t>(), grad_k.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>(),
