@@ -161,11 +161,12 @@ class _CompiledSWDA(torch.autograd.Function):
         out, weights = _forward(q, k, v, kernel_size, dilation, padding, scale, keep)
         if keep:
             B, heads, H, W, _ = q.shape
+            lines = weights.view(B, heads, H, kernel_size * kernel_size, -1)  # B, heads, H, k*k, stride
             record(
                 "attention weights",
-                weights.view(B, heads, H, kernel_size * kernel_size, W).transpose(-1, -2),
+                lines[..., :W].transpose(-1, -2),  # B, heads, H, W, k*k (a view)
                 "one weight per window position",
-            )  # B, heads, H, W, k*k (a view of the stored B, heads, H, k*k, W)
+            )
         # the inputs themselves are saved: unpacked in a create_graph backward they are
         # still nodes of the caller's graph, so second derivatives can flow
         ctx.save_for_backward(q, k, v, weights)

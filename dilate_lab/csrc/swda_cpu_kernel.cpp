@@ -39,6 +39,10 @@
 
 namespace {
 
+// Unrolled head sizes are multiples of kLanes: their loops run over kLanes-wide
+// chunks held in GCC/Clang vector types, one vector register of floats on AVX2.
+constexpr int64_t kLanes = 8;
+
 struct Geometry {
   int64_t images;  // B * heads
   int64_t height;
@@ -49,19 +53,16 @@ struct Geometry {
   bool mask;  // padding == "mask": keys beyond the border leave the softmax
 
   int64_t positions() const { return kernel * kernel; }
+  // distance between two lines of weights: W rounded up to whole vectors, so that the
+  // softmax runs over full vectors (the few extra entries are computed, never used)
+  int64_t stride() const { return (width + kLanes - 1) / kLanes * kLanes; }
   // offset of window row a (or column b) from the query, in pixels
   int64_t step(int64_t a) const { return (a - kernel / 2) * dilation; }
-  // the columns j whose key j + step(b) is inside the map: [first, last)
-  int64_t first_column(int64_t b) const { return std::clamp<int64_t>(-step(b), 0, width); }
-  int64_t last_column(int64_t b) const { return std::clamp<int64_t>(width - step(b), 0, width); }
 };
 
 // Kernel sizes beyond this are refused (k = 31 is already 961 positions per query).
 constexpr int64_t kMaxKernel = 63;
 
-// Unrolled head sizes are multiples of kLanes: their loops run over kLanes-wide
-// chunks held in GCC/Clang vector types, one vector register of floats on AVX2.
-constexpr int64_t kLanes = 8;
 template <typename T>
 struct LanesOf;
 template <>
@@ -110,53 +111,52 @@ inline void add_scaled(T weight, const T* __restrict x, T* __restrict y, int64_t
   for (int64_t c = 0; c < n; ++c) y[c] += weight * x[c];
 }
 
-// exp(x) for x <= 0 (the softmax's logits minus their maximum). float: a range
-// reduction x = n ln2 + t and a degree-6 polynomial (about 1 ulp, Cephes' expf),
-// written without calls or branches so that the compiler vectorises the loop that
-// uses it; NaN stays NaN, and x < -87 gives 0 (where expf gives a subnormal).
-inline float exp_nonpositive(float x) {
-  const float clamped = std::max(x, -87.0f);  // std::max(NaN, c) is NaN
-  const float n = std::nearbyint(clamped * 1.44269504088896341f);
-  const float t = (clamped - n * 0.693359375f) + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
+
+// exp(x) for x <= 0 (the softmax's logits minus their maximum), kLanes at a time.
+// float: a range reduction x = n ln2 + t (n rounded to nearest by adding and
+// subtracting 1.5 * 2^23) and a degree-6 polynomial (about 1 ulp, Cephes' expf), in
+// vector arithmetic; NaN stays NaN, and x < -87 gives 0 (where expf gives a subnormal).
+inline Lanes<float> exp_nonpositive(Lanes<float> x) {
+  typedef int32_t Ints __attribute__((vector_size(kLanes * sizeof(int32_t))));
+  const Lanes<float> clamped = x < -87.0f ? -87.0f + Lanes<float>{} : x;  // NaN stays NaN
+  const Lanes<float> n = (clamped * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const Lanes<float> t = (clamped - n * 0.693359375f) + n * 2.12194440e-4f;
+  Lanes<float> p = 1.9875691500e-4f + Lanes<float>{};
   p = p * t + 1.3981999507e-3f;
   p = p * t + 8.3334519073e-3f;
   p = p * t + 4.1665795894e-2f;
   p = p * t + 1.6666665459e-1f;
   p = p * t + 5.0000001201e-1f;
   p = p * t * t + t + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n, n in [-126, 0]
-  float two_n;
-  std::memcpy(&two_n, &bits, sizeof two_n);
-  return x < -87.0f ? 0.0f : p * two_n;
+  const Ints bits = (__builtin_convertvector(n, Ints) + 127) << 23;  // 2^n
+  const Lanes<float> result = p * reinterpret_cast<const Lanes<float>&>(bits);
+  return x < -87.0f ? Lanes<float>{} : result;
 }
-inline double exp_nonpositive(double x) { return std::exp(x); }
+inline Lanes<double> exp_nonpositive(Lanes<double> x) {
+  for (int64_t l = 0; l < kLanes; ++l) x[l] = std::exp(x[l]);
+  return x;
+}
 
-// Softmax over the k*k lines of one image row, in place.
+// Softmax over the k*k lines of one image row (stride S, a multiple of kLanes), in
+// place, kLanes queries at a time: their maximum and sum stay in registers.
 template <typename T>
-void softmax_lines(T* lines, T* top, T* total, const Geometry& g) {
-  const int64_t W = g.width, kk = g.positions();
-  std::fill(top, top + W, -std::numeric_limits<T>::infinity());
-  std::fill(total, total + W, T(0));
-  for (int64_t o = 0; o < kk; ++o) {
-    const T* l = lines + o * W;
-#pragma omp simd
-    for (int64_t j = 0; j < W; ++j) top[j] = std::max(top[j], l[j]);
-  }
-  for (int64_t o = 0; o < kk; ++o) {
-    T* l = lines + o * W;
-#pragma omp simd
-    for (int64_t j = 0; j < W; ++j) {
-      l[j] = exp_nonpositive(l[j] - top[j]);  // a NaN logit makes total, so every weight, NaN
-      total[j] += l[j];
+void softmax_lines(T* lines, const Geometry& g) {
+  const int64_t S = g.stride(), kk = g.positions();
+  for (int64_t j = 0; j < S; j += kLanes) {
+    Lanes<T> top = load_lanes(lines + j);
+    for (int64_t o = 1; o < kk; ++o) {
+      const Lanes<T> l = load_lanes(lines + o * S + j);
+      top = l > top ? l : top;  // a NaN logit is skipped here, and makes the sum NaN below
     }
-  }
-#pragma omp simd
-  for (int64_t j = 0; j < W; ++j) total[j] = T(1) / total[j];
-  for (int64_t o = 0; o < kk; ++o) {
-    T* l = lines + o * W;
-#pragma omp simd
-    for (int64_t j = 0; j < W; ++j) l[j] *= total[j];
+    Lanes<T> total = {};
+    for (int64_t o = 0; o < kk; ++o) {
+      const Lanes<T> e = exp_nonpositive(load_lanes(lines + o * S + j) - top);
+      store_lanes(lines + o * S + j, e);
+      total += e;
+    }
+    const Lanes<T> inverse = T(1) / total;
+    for (int64_t o = 0; o < kk; ++o)
+      store_lanes(lines + o * S + j, load_lanes(lines + o * S + j) * inverse);
   }
 }
 
@@ -184,6 +184,7 @@ template <typename T, int64_t D, int64_t K, bool Interior>
 inline void query_logits(const T* __restrict q_j, const T* const* k_rows, int64_t j,
                          const Geometry& g, T scale, T beyond, T* __restrict lines) {
   const int64_t W = g.width, d = D > 0 ? D : g.dim, ks = K > 0 ? K : g.kernel;
+  const int64_t S = g.stride();
   const int64_t r = g.dilation, half = ks / 2, kk = ks * ks;
   if constexpr (D > 0 && D % kLanes == 0 && K > 0) {
     // the k*k products as vectors first, then their sums eight at a time
@@ -208,7 +209,7 @@ inline void query_logits(const T* __restrict q_j, const T* const* k_rows, int64_
       const Lanes<T> sums = lane_sums<T>(parts + block * kLanes);
       for (int64_t l = 0; l < kLanes && block * kLanes + l < kk; ++l) {
         const int64_t o = block * kLanes + l;
-        lines[o * W] = inside[o] ? scale * sums[l] : beyond;
+        lines[o * S] = inside[o] ? scale * sums[l] : beyond;
       }
     }
   } else {
@@ -217,7 +218,7 @@ inline void query_logits(const T* __restrict q_j, const T* const* k_rows, int64_
       for (int64_t b = 0; b < ks; ++b) {
         const int64_t jj = j + (b - half) * r;
         const bool inside = Interior || (k_row != nullptr && jj >= 0 && jj < W);
-        lines[(a * ks + b) * W] = inside ? scale * dot<T, D>(q_j, k_row + jj * d, d) : beyond;
+        lines[(a * ks + b) * S] = inside ? scale * dot<T, D>(q_j, k_row + jj * d, d) : beyond;
       }
     }
   }
@@ -227,6 +228,7 @@ template <typename T, int64_t D, int64_t K, bool Interior>
 inline void query_output(const T* __restrict lines, const T* const* v_rows, int64_t j,
                          const Geometry& g, T* __restrict out_j) {
   const int64_t W = g.width, d = D > 0 ? D : g.dim, ks = K > 0 ? K : g.kernel;
+  const int64_t S = g.stride();
   const int64_t r = g.dilation, half = ks / 2;
   if constexpr (D > 0 && D % kLanes == 0) {
     // the whole d-vector output in registers (D / kLanes vectors), summed over the window
@@ -237,7 +239,7 @@ inline void query_output(const T* __restrict lines, const T* const* v_rows, int6
       for (int64_t b = 0; b < ks; ++b) {
         const int64_t jj = j + (b - half) * r;
         if (!Interior && (jj < 0 || jj >= W)) continue;
-        const T w = lines[(a * ks + b) * W];
+        const T w = lines[(a * ks + b) * S];
         const T* __restrict value = v_row + jj * D;
         for (int64_t c = 0; c < D / kLanes; ++c) sum[c] += w * load_lanes(value + c * kLanes);
       }
@@ -250,7 +252,7 @@ inline void query_output(const T* __restrict lines, const T* const* v_rows, int6
       if (v_row == nullptr) continue;
       for (int64_t b = 0; b < ks; ++b) {
         const int64_t jj = j + (b - half) * r;
-        if (jj >= 0 && jj < W) add_scaled<T, D>(lines[(a * ks + b) * W], v_row + jj * d, out_j, d);
+        if (jj >= 0 && jj < W) add_scaled<T, D>(lines[(a * ks + b) * S], v_row + jj * d, out_j, d);
       }
     }
   }
@@ -274,14 +276,14 @@ template <typename T, int64_t D, int64_t K>
 void forward_rows(const T* q, const T* k, const T* v, T* out, T* weights, const Geometry& g,
                   T scale) {
   const int64_t H = g.height, W = g.width, d = D > 0 ? D : g.dim, kk = g.positions();
+  const int64_t S = g.stride();
   const T beyond = g.mask ? -std::numeric_limits<T>::infinity() : T(0);
   at::parallel_for(0, g.images * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> top(W), total(W);
-    std::vector<T> scratch(weights == nullptr ? kk * W : 0);  // the lines, when not kept
+    std::vector<T> scratch(weights == nullptr ? kk * S : 0);  // the lines, when not kept
     for (int64_t unit = begin; unit < end; ++unit) {  // unit = image*H + i: one image row
       const int64_t image = unit / H, i = unit % H;
       const T* q_row = q + unit * W * d;
-      T* lines = weights != nullptr ? weights + unit * kk * W : scratch.data();  // k*k, W
+      T* lines = weights != nullptr ? weights + unit * kk * S : scratch.data();  // k*k, S
       // logits, one query at a time (its q stays in registers)
       const T* k_rows[kMaxKernel];  // the key row of each window row; nullptr beyond the border
       for (int64_t a = 0; a < g.kernel; ++a) {
@@ -294,7 +296,8 @@ void forward_rows(const T* q, const T* k, const T* v, T* out, T* weights, const 
           query_logits<T, D, K, decltype(interior)::value>(q_row + j * d, k_rows, j, g, scale,
                                                            beyond, lines + j);
       });
-      softmax_lines(lines, top.data(), total.data(), g);
+      for (int64_t o = 0; o < kk; ++o) std::fill(lines + o * S + W, lines + (o + 1) * S, T(0));
+      softmax_lines(lines, g);
       // weighted sum of values, one query at a time (its output stays in registers)
       const T* v_rows[kMaxKernel];
       for (int64_t a = 0; a < g.kernel; ++a) {
@@ -319,6 +322,7 @@ inline void key_gradients(int64_t j, const T* const* q_rows, const T* const* g_r
                           const T* const* dl_rows, const T* const* w_rows, const Geometry& g,
                           T* __restrict dk_j, T* __restrict dv_j) {
   const int64_t W = g.width, d = D > 0 ? D : g.dim, ks = K > 0 ? K : g.kernel;
+  const int64_t S = g.stride();
   const int64_t r = g.dilation, half = ks / 2;
   if constexpr (D > 0 && D % kLanes == 0) {
     Lanes<T> dk[D / kLanes] = {}, dv[D / kLanes] = {};
@@ -327,7 +331,7 @@ inline void key_gradients(int64_t j, const T* const* q_rows, const T* const* g_r
       for (int64_t b = 0; b < ks; ++b) {
         const int64_t jq = j - (b - half) * r, o = a * ks + b;
         if (!Interior && (jq < 0 || jq >= W)) continue;
-        const T dl = dl_rows[a][o * W + jq], w = w_rows[a][o * W + jq];
+        const T dl = dl_rows[a][o * S + jq], w = w_rows[a][o * S + jq];
         const T* __restrict query = q_rows[a] + jq * D;
         const T* __restrict grad = g_rows[a] + jq * D;
         for (int64_t c = 0; c < D / kLanes; ++c) {
@@ -348,8 +352,8 @@ inline void key_gradients(int64_t j, const T* const* q_rows, const T* const* g_r
       for (int64_t b = 0; b < ks; ++b) {
         const int64_t jq = j - (b - half) * r, o = a * ks + b;
         if (jq < 0 || jq >= W) continue;
-        add_scaled<T, D>(dl_rows[a][o * W + jq], q_rows[a] + jq * d, dk_j, d);
-        add_scaled<T, D>(w_rows[a][o * W + jq], g_rows[a] + jq * d, dv_j, d);
+        add_scaled<T, D>(dl_rows[a][o * S + jq], q_rows[a] + jq * d, dk_j, d);
+        add_scaled<T, D>(w_rows[a][o * S + jq], g_rows[a] + jq * d, dv_j, d);
       }
     }
   }
@@ -360,14 +364,15 @@ void backward_rows(const T* q, const T* k, const T* v, const T* weights, const T
                    T* grad_q, T* grad_k, T* grad_v, T* grad_logits, const Geometry& g,
                    T scale) {
   const int64_t H = g.height, W = g.width, d = D > 0 ? D : g.dim, kk = g.positions();
+  const int64_t S = g.stride();
   // pass 1, per query row: the gradient of the logits, and dq
   at::parallel_for(0, g.images * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> expected(W);  // sum_p w_p da_p
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t image = unit / H, i = unit % H;
       const T* g_row = grad_out + unit * W * d;
-      const T* w_lines = weights + unit * kk * W;  // k*k, W
-      T* dl_lines = grad_logits + unit * kk * W;   // k*k, W: first da, then dl
+      const T* w_lines = weights + unit * kk * S;  // k*k, S
+      T* dl_lines = grad_logits + unit * kk * S;   // k*k, S: first da, then dl
       const T* k_rows[kMaxKernel];
       const T* v_rows[kMaxKernel];
       for (int64_t a = 0; a < g.kernel; ++a) {
@@ -384,14 +389,14 @@ void backward_rows(const T* q, const T* k, const T* v, const T* weights, const T
       });
       std::fill(expected.begin(), expected.end(), T(0));
       for (int64_t o = 0; o < kk; ++o) {
-        const T* w = w_lines + o * W;
-        const T* da = dl_lines + o * W;
+        const T* w = w_lines + o * S;
+        const T* da = dl_lines + o * S;
 #pragma omp simd
         for (int64_t j = 0; j < W; ++j) expected[j] += w[j] * da[j];
       }
       for (int64_t o = 0; o < kk; ++o) {
-        const T* w = w_lines + o * W;
-        T* dl = dl_lines + o * W;
+        const T* w = w_lines + o * S;
+        T* dl = dl_lines + o * S;
 #pragma omp simd
         for (int64_t j = 0; j < W; ++j) dl[j] = scale * w[j] * (dl[j] - expected[j]);
       }
@@ -418,8 +423,8 @@ void backward_rows(const T* q, const T* k, const T* v, const T* weights, const T
         const int64_t query_unit = image * H + qi;
         q_rows[a] = inside ? q + query_unit * W * d : nullptr;
         g_rows[a] = inside ? grad_out + query_unit * W * d : nullptr;
-        dl_rows[a] = inside ? grad_logits + query_unit * kk * W : nullptr;
-        w_rows[a] = inside ? weights + query_unit * kk * W : nullptr;
+        dl_rows[a] = inside ? grad_logits + query_unit * kk * S : nullptr;
+        w_rows[a] = inside ? weights + query_unit * kk * S : nullptr;
       }
       T* dk_row = grad_k + unit * W * d;
       T* dv_row = grad_v + unit * W * d;
@@ -473,7 +478,8 @@ void check_like(const torch::Tensor& t, const torch::Tensor& q, const char* name
               name, " must be contiguous and have the shape, dtype and device of q");
 }
 
-// Returns (out, weights): out (B, heads, H, W, d), weights (B, heads, H, k*k, W), or
+// Returns (out, weights): out (B, heads, H, W, d), weights (B, heads, H, k*k, stride)
+// (stride: W rounded up to a multiple of kLanes; entries from W on are padding), or
 // an empty tensor without keep_weights (inference: the lines then live in a per-thread
 // scratch buffer that stays in the L1 cache, and nothing k*k-sized reaches memory).
 std::vector<torch::Tensor> swda_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v,
@@ -485,7 +491,7 @@ std::vector<torch::Tensor> swda_forward(torch::Tensor q, torch::Tensor k, torch:
   check_like(v, q, "v");
   auto out = torch::empty_like(q);
   auto weights = keep_weights
-                     ? torch::empty({q.size(0), q.size(1), q.size(2), kernel * kernel, q.size(3)},
+                     ? torch::empty({q.size(0), q.size(1), q.size(2), kernel * kernel, g.stride()},
                                     q.options())
                      : torch::empty({0}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "swda_forward", [&] {
@@ -510,8 +516,8 @@ std::vector<torch::Tensor> swda_backward(torch::Tensor q, torch::Tensor k, torch
   check_like(v, q, "v");
   check_like(grad_out, q, "grad_out");
   TORCH_CHECK(weights.is_contiguous() && weights.scalar_type() == q.scalar_type()
-                  && weights.numel() == g.images * g.height * g.width * kernel * kernel,
-              "weights must be the contiguous (B, heads, H, k*k, W) weights of the forward");
+                  && weights.numel() == g.images * g.height * g.stride() * kernel * kernel,
+              "weights must be the contiguous (B, heads, H, k*k, stride) weights of the forward");
   auto grad_q = torch::empty_like(q);
   auto grad_k = torch::empty_like(q);
   auto grad_v = torch::empty_like(q);
@@ -531,6 +537,6 @@ std::vector<torch::Tensor> swda_backward(torch::Tensor q, torch::Tensor k, torch
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &swda_forward, "SWDA forward: (out, weights (B, heads, H, k*k, W))");
+  m.def("forward", &swda_forward, "SWDA forward: (out, weights (B, heads, H, k*k, W rounded up to a multiple of 8))");
   m.def("backward", &swda_backward, "SWDA backward: (grad_q, grad_k, grad_v)");
 }
