@@ -16,7 +16,9 @@ all three calls, as the layer does.
 
 - **Time**: the median over ``repeats`` runs, the implementations taking turns
   (round robin), so that a burst of load elsewhere on a shared machine hits them
-  all alike. "Forward" runs under ``torch.no_grad()``; "forward+backward" computes
+  all alike. Each timed call follows an untimed call of the same thing, so that
+  none inherits the caches another implementation left behind (unfold's large
+  tensors would otherwise evict q, k and v before whichever call comes next). "Forward" runs under ``torch.no_grad()``; "forward+backward" computes
   the gradients of q, k and v with ``torch.autograd.grad``.
 - **The memory-traffic floor**: one ``torch.addcmul(q, k, v, out=out)`` per group
   reads q, k and v and writes an output, the least any SWDA forward must move;
@@ -198,6 +200,13 @@ def _timed_ms(fn, device) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
+def _timed_warm_ms(fn, device) -> float:
+    """Time of fn() right after an untimed fn(): every call, the floor's included, is timed
+    in the same state (its inputs in cache, its memory just freed), whatever ran before it."""
+    fn()
+    return _timed_ms(fn, device)
+
+
 class _Case:
     """Inputs of one layout on one device, and the three calls to time."""
 
@@ -316,10 +325,12 @@ def run_benchmark(
             times = {name: ([], []) for name in runnable}
             floor_times = []
             for _ in range(repeats):
-                floor_times.append(_timed_ms(case.floor, device))
+                floor_times.append(_timed_warm_ms(case.floor, device))
                 for name in runnable:
-                    times[name][0].append(_timed_ms(lambda: case.forward(name), device))
-                    times[name][1].append(_timed_ms(lambda: case.forward_backward(name), device))
+                    times[name][0].append(_timed_warm_ms(lambda: case.forward(name), device))
+                    times[name][1].append(
+                        _timed_warm_ms(lambda: case.forward_backward(name), device)
+                    )
             floor_ms = statistics.median(floor_times)
             for name in names:
                 row = {
