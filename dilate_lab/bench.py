@@ -562,7 +562,7 @@ def format_profile(ops: list[OpTime], top: int = 8) -> str:
     shown, rest = ops[:top], ops[top:]
     lines = [f"{'operator':<28} {'calls':>6} {'self ms':>9} {'share':>6}"]
     for op in shown:
-        name = op.name.removeprefix("autograd::engine::evaluate_function: ")
+        name = op.name.replace("autograd::engine::evaluate_function: ", "autograd: ")
         lines.append(f"{name[:28]:<28} {op.calls:>6} {op.self_ms:>9.2f} {op.share:>6.0%}")
     if rest:
         lines.append(

@@ -368,8 +368,8 @@ def plot_block_mask(
 # 3. where the time goes
 # ---------------------------------------------------------------------------
 def _short_op_name(name: str, limit: int = 36) -> str:
-    """An operator name short enough for a tick label: autograd's prefix dropped, then cut."""
-    name = name.removeprefix("autograd::engine::evaluate_function: ")
+    """An operator name short enough for a tick label: autograd's prefix shortened, then cut."""
+    name = name.replace("autograd::engine::evaluate_function: ", "autograd: ")
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
