@@ -9,10 +9,10 @@ the output and the (k*k)-per-pixel weights that backward needs. Keys beyond the
 border are never read, so NaN and inf reach exactly the pixels that ``nn.Unfold``
 sends them to; no finiteness check is needed.
 
-Building: ``torch.utils.cpp_extension.load`` compiles the source with the C++
-compiler that PyTorch was built to use (g++ on Linux), ``-O3 -march=native`` and
-OpenMP, the first time the kernel is needed (about half a minute), and keeps the
-result in PyTorch's extension cache (``TORCH_EXTENSIONS_DIR``, by default under
+Building: ``torch.utils.cpp_extension.load`` compiles the source with the
+system's C++ compiler (g++ on Linux), ``-O3 -march=native`` and OpenMP (or, where
+the compiler takes neither, plain ``-O3`` and one thread), the first time the
+kernel is needed (about half a minute), and keeps the result in PyTorch's extension cache (``TORCH_EXTENSIONS_DIR``, by default under
 ``~/.cache``), so later processes only load it. The build is named after the
 source, the flags and this CPU's instruction sets, so a cache shared between
 different machines never loads code built for another CPU.
@@ -40,8 +40,11 @@ from .tracing import record, tracing
 __all__ = ["swda_cpp", "compiled_available", "load_kernel", "build_error", "MAX_KERNEL_SIZE"]
 
 _SOURCE = Path(__file__).with_name("csrc") / "swda_cpu_kernel.cpp"
-_CFLAGS = ["-O3", "-march=native", "-fopenmp"]
-_LDFLAGS = ["-fopenmp"]
+_BUILDS = (
+    (["-O3", "-march=native", "-fopenmp"], ["-fopenmp"]),  # this CPU's vectors, PyTorch's threads
+    (["-O3"], []),  # compilers without -march=native or OpenMP (Apple's clang): one thread
+)
+"""Compiler and linker flags, tried in order until one builds."""
 _DISABLE_VARIABLE = "DILATE_LAB_NO_COMPILE"
 MAX_KERNEL_SIZE = 63
 """The kernel's largest window side (kMaxKernel in the C++ source)."""
@@ -65,10 +68,10 @@ def _cpu_signature() -> str:
     return platform.machine() + flags
 
 
-def _build_name() -> str:
+def _build_name(cflags, ldflags) -> str:
     """Extension name: changes with the source, the flags, torch and the CPU."""
     digest = hashlib.sha256()
-    for part in (_SOURCE.read_bytes(), " ".join(_CFLAGS + _LDFLAGS).encode(),
+    for part in (_SOURCE.read_bytes(), " ".join(cflags + ldflags).encode(),
                  torch.__version__.encode(), _cpu_signature().encode()):
         digest.update(part)
     return "dilate_lab_swda_" + digest.hexdigest()[:16]
@@ -90,15 +93,21 @@ def load_kernel(verbose: bool = False):
         from torch.utils.cpp_extension import load
 
         _log.info("building the C++ SWDA kernel (once per machine, about half a minute)")
-        try:
-            module = load(
-                name=_build_name(),
-                sources=[str(_SOURCE)],
-                extra_cflags=_CFLAGS,
-                extra_ldflags=_LDFLAGS,
-                verbose=verbose,
-            )
-        except Exception as error:  # no compiler, no ninja, a failed build: all mean "not here"
+        failures = []
+        for cflags, ldflags in _BUILDS:
+            try:
+                module = load(
+                    name=_build_name(cflags, ldflags),
+                    sources=[str(_SOURCE)],
+                    extra_cflags=cflags,
+                    extra_ldflags=ldflags,
+                    verbose=verbose,
+                )
+                break
+            except Exception as error:  # no compiler, no ninja, a failed build: try the next
+                failures.append(error)
+        else:
+            error = failures[0]
             _state["error"] = (
                 f"the C++ SWDA kernel could not be built ({type(error).__name__}: "
                 f"{_first_error_line(error)}); use impl='fused' (pure PyTorch, same results); "

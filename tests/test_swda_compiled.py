@@ -168,3 +168,53 @@ def test_turned_off_by_the_environment():
     )
     assert result.returncode == 0, result.stderr
     assert "refused:" in result.stdout and "DILATE_LAB_NO_COMPILE" in result.stdout
+
+
+def test_a_failed_first_build_falls_back_to_plain_flags(monkeypatch):
+    """A compiler without OpenMP or -march=native (Apple's clang) still gets a kernel."""
+    import torch.utils.cpp_extension as cpp_extension
+
+    from dilate_lab import swda_compiled
+
+    tried = []
+
+    def fake_load(name, sources, extra_cflags, extra_ldflags, verbose):
+        tried.append(extra_cflags)
+        if "-fopenmp" in extra_cflags:
+            raise RuntimeError("clang: error: unsupported option '-fopenmp'")
+        return "the plain build"
+
+    monkeypatch.setattr(cpp_extension, "load", fake_load)
+    monkeypatch.setattr(swda_compiled, "_state", {"module": None, "error": None})
+    assert swda_compiled.load_kernel() == "the plain build"
+    assert tried == [cflags for cflags, _ in swda_compiled._BUILDS]
+    assert swda_compiled.build_error() is None
+
+
+def test_no_compiler_is_one_clear_error_and_auto_falls_back(monkeypatch):
+    import torch.utils.cpp_extension as cpp_extension
+
+    from dilate_lab import swda_compiled
+
+    def fake_load(**kwargs):
+        raise RuntimeError("ninja: build stopped\nc++: error: no such compiler\nmore lines")
+
+    monkeypatch.setattr(cpp_extension, "load", fake_load)
+    monkeypatch.setattr(swda_compiled, "_state", {"module": None, "error": None})
+    assert not swda_compiled.compiled_available()
+    assert "c++: error: no such compiler" in swda_compiled.build_error()
+    with pytest.raises(RuntimeError, match="impl='fused'"):
+        swda(*make_qkv((1, 1, 4, 4, 2)), impl="cpp")
+    q, k, v = make_qkv((1, 1, 5, 5, 2))
+    assert torch.equal(swda(q, k, v), swda(q, k, v, impl="fused"))
+
+
+def test_build_command():
+    ok = subprocess.run(
+        [sys.executable, "-m", "dilate_lab.build_kernel"], capture_output=True, text=True, timeout=300
+    )
+    assert ok.returncode == 0 and "C++ SWDA kernel ready" in ok.stdout, ok.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "dilate_lab.build_kernel", "--fast"], capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2 and "--verbose" in bad.stderr
