@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from ._checks import check_dilation, check_kernel_size, check_padding, check_qkv, check_scale
 from .geometry import inside_mask
-from .swda_compiled import MAX_KERNEL_SIZE, compiled_available, swda_cpp
+from .swda_compiled import MAX_KERNEL_SIZE, compiled_available, plain_tensor, swda_cpp
 from .swda_cpu import swda_fused
 from .swda_cuda import flex_available, swda_flex
 from .tracing import record
@@ -63,9 +63,11 @@ def _swda_naive(q, k, v, kernel_size, dilation, padding, scale):
                         logits.append((q_ij * k[:, :, ii, jj, :]).sum(-1))  # B, heads
                         values.append(v[:, :, ii, jj, :])  # B, heads, d
                     elif padding == "zeros":
-                        # a zero-padded key: logit 0, value 0, still in the softmax
-                        logits.append(q_ij.new_zeros(B, heads))
-                        values.append(q_ij.new_zeros(B, heads, d))
+                        # a zero-padded key: logit q . 0 (0, or NaN if q is not finite,
+                        # as with nn.Unfold), value 0, still in the softmax
+                        zero = q_ij.new_zeros(B, heads, d)
+                        logits.append((q_ij * zero).sum(-1))
+                        values.append(zero)
                     # padding == "mask": the position is simply left out
             weights = torch.softmax(torch.stack(logits, dim=-1), dim=-1)  # B, heads, n
             stacked = torch.stack(values, dim=-2)  # B, heads, n, d
@@ -230,9 +232,15 @@ def swda(
             f"{NAIVE_MAX_STEPS} (it would take minutes); use a smaller map or "
             f"impl='unfold', 'shift' or 'auto', which compute the same thing"
         )
+    # every dilation >= max(H, W) leaves only the centre of the window on the map, so
+    # they all give the same result: no padding by huge dilations, no int64 overflow
+    dilation = min(dilation, max(H, W))
     name = _auto_impl(q.device) if impl == "auto" else impl
-    if name == "cpp" and impl == "auto" and kernel_size > MAX_KERNEL_SIZE:
-        name = "fused"
+    if impl == "auto" and name in ("cpp", "fused"):
+        if not all(plain_tensor(t) for t in (q, k, v)):
+            name = "shift"  # forward-mode AD or torch.func: plain PyTorch operators only
+        elif name == "cpp" and kernel_size > MAX_KERNEL_SIZE:
+            name = "fused"
     scale = d**-0.5 if scale is None else float(scale)
     work = _work_dtype(q.dtype)
     if work != q.dtype:  # half precision: computed in float32, returned in q's dtype

@@ -37,7 +37,7 @@ import torch
 
 from .tracing import record, tracing
 
-__all__ = ["swda_cpp", "compiled_available", "load_kernel", "build_error", "MAX_KERNEL_SIZE"]
+__all__ = ["swda_cpp", "compiled_available", "load_kernel", "build_error", "plain_tensor", "MAX_KERNEL_SIZE"]
 
 _SOURCE = Path(__file__).with_name("csrc") / "swda_cpu_kernel.cpp"
 _BUILDS = (
@@ -207,6 +207,14 @@ class _CompiledSWDA(torch.autograd.Function):
         )
 
 
+def plain_tensor(t: torch.Tensor) -> bool:
+    """False for a forward-mode dual tensor or one wrapped by a torch.func transform:
+    the compiled kernel reads raw memory and would silently drop their tangents."""
+    if torch._C._functorch.is_functorch_wrapped_tensor(t):
+        return False
+    return torch.autograd.forward_ad.unpack_dual(t).tangent is None
+
+
 def swda_cpp(q, k, v, kernel_size, dilation, padding, scale):
     """SWDA through the compiled kernel; arguments as in ``swda`` (already checked), CPU only."""
     if q.device.type != "cpu":
@@ -221,6 +229,11 @@ def swda_cpp(q, k, v, kernel_size, dilation, padding, scale):
         )
     if q.dtype not in (torch.float32, torch.float64):  # swda computes halves in float32
         raise ValueError(f"impl='cpp' computes in float32 or float64, got {q.dtype}")
+    if any(not plain_tensor(t) for t in (q, k, v)):
+        raise ValueError(
+            "impl='cpp' has no forward-mode derivative and does not run under torch.func "
+            "transforms (jvp, vmap, grad); use impl='auto' (which then picks 'shift') or 'shift'"
+        )
     if tracing() or (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
         return _CompiledSWDA.apply(q, k, v, kernel_size, dilation, padding, scale, True)
     # inference: no graph to record, so no autograd Function, and no weights stored

@@ -218,3 +218,35 @@ def test_build_command():
         [sys.executable, "-m", "dilate_lab.build_kernel", "--fast"], capture_output=True, text=True, timeout=60
     )
     assert bad.returncode == 2 and "--verbose" in bad.stderr
+
+
+def test_tiny_weights_are_kept_as_in_torch_softmax():
+    """A logit 95 below the largest still gets expf's subnormal weight (float32), not 0."""
+    q = torch.ones(1, 1, 1, 2, 1)
+    k = torch.tensor([0.0, -95.0]).view(1, 1, 1, 2, 1)
+    v = torch.tensor([1.0, 1e38]).view(1, 1, 1, 2, 1)
+    for padding in ("zeros", "mask"):
+        expected = swda(q, k, v, 3, 1, padding=padding, scale=1.0, impl="unfold")
+        got = swda(q, k, v, 3, 1, padding=padding, scale=1.0, impl="cpp")
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=0)
+
+
+# torch's own forward-AD set-up scripts a few decompositions with torch.jit, which warns
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_forward_mode_and_torch_func_go_through_plain_operators():
+    """cpp reads raw memory: auto sends dual and torch.func tensors to 'shift', cpp refuses them."""
+    import torch.autograd.forward_ad as fwAD
+
+    q, k, v = make_qkv((1, 2, 5, 6, 8))
+    tangent = torch.randn(q.shape, dtype=q.dtype, generator=torch.Generator().manual_seed(7))
+    with fwAD.dual_level():
+        out = swda(fwAD.make_dual(q, tangent), k, v, 3, 2)
+        got = fwAD.unpack_dual(out).tangent
+    eps = 1e-6
+    expected = (dense_swda(q + eps * tangent, k, v, 3, 2) - dense_swda(q - eps * tangent, k, v, 3, 2)) / (2 * eps)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-8)
+    with fwAD.dual_level(), pytest.raises(ValueError, match="forward-mode"):
+        swda(fwAD.make_dual(q, tangent), k, v, 3, 2, impl="cpp")
+    # vmap over a leading axis gives the per-sample calls
+    batched = torch.func.vmap(lambda a, b, c: swda(a, b, c, 3, 2))(q[None], k[None], v[None])[0]
+    torch.testing.assert_close(batched, dense_swda(q, k, v, 3, 2))

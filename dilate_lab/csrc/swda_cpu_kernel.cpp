@@ -12,8 +12,9 @@
 //
 // Forward, for each query (i, j) and window position o = (a, b), key (ii, jj) =
 // (i + (a - k//2) r, j + (b - k//2) r):
-//   l_o   = scale * q_ij . k_{ii jj}            key inside the map
-//   l_o   = 0 ("zeros") / left out ("mask")     key beyond the border
+//   l_o   = (scale q_ij) . k_{ii jj}            key inside the map
+//   l_o   = (scale q_ij) . 0 ("zeros": 0, or NaN if q_ij is not finite, as with
+//           nn.Unfold) / left out ("mask")     key beyond the border
 //   w     = softmax(l)       (stored: the same weights as the unfold form, zero-padded keys
 //                             included, so a tracer sees the paper's softmax)
 //   out_ij = sum_o w_o v_{ii jj}, over keys inside the map (a zero-padded value adds nothing)
@@ -88,20 +89,14 @@ inline void store_lanes(T* p, Lanes<T> x) {
   std::memcpy(p, &x, sizeof x);
 }
 
+// (scale a) . b, for head sizes known only at run time (the unrolled ones go through
+// query_logits' vectors).
 template <typename T, int64_t D>
-inline T dot(const T* __restrict a, const T* __restrict b, int64_t d) {
-  if constexpr (D > 0 && D % kLanes == 0) {
-    // kLanes partial sums, then a fixed tree: no serial chain of scalar additions, and
-    // the same rounding whatever the machine's vector width
-    Lanes<T> part = load_lanes(a) * load_lanes(b);
-    for (int64_t c = kLanes; c < D; c += kLanes) part += load_lanes(a + c) * load_lanes(b + c);
-    return ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
-  } else {
-    T sum = 0;
+inline T scaled_dot(T scale, const T* __restrict a, const T* __restrict b, int64_t d) {
+  T sum = 0;
 #pragma omp simd reduction(+ : sum)
-    for (int64_t c = 0; c < d; ++c) sum += a[c] * b[c];
-    return sum;
-  }
+  for (int64_t c = 0; c < d; ++c) sum += (scale * a[c]) * b[c];
+  return sum;
 }
 
 template <typename T, int64_t D>
@@ -115,10 +110,11 @@ inline void add_scaled(T weight, const T* __restrict x, T* __restrict y, int64_t
 // exp(x) for x <= 0 (the softmax's logits minus their maximum), kLanes at a time.
 // float: a range reduction x = n ln2 + t (n rounded to nearest by adding and
 // subtracting 1.5 * 2^23) and a degree-6 polynomial (about 1 ulp, Cephes' expf), in
-// vector arithmetic; NaN stays NaN, and x < -87 gives 0 (where expf gives a subnormal).
+// vector arithmetic; NaN stays NaN, results down to expf's smallest subnormal (x of
+// about -103.97) are kept, and x < -104 gives 0.
 inline Lanes<float> exp_nonpositive(Lanes<float> x) {
   typedef int32_t Ints __attribute__((vector_size(kLanes * sizeof(int32_t))));
-  const Lanes<float> clamped = x < -87.0f ? -87.0f + Lanes<float>{} : x;  // NaN stays NaN
+  const Lanes<float> clamped = x < -104.0f ? -104.0f + Lanes<float>{} : x;  // NaN stays NaN
   const Lanes<float> n = (clamped * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   const Lanes<float> t = (clamped - n * 0.693359375f) + n * 2.12194440e-4f;
   Lanes<float> p = 1.9875691500e-4f + Lanes<float>{};
@@ -128,9 +124,14 @@ inline Lanes<float> exp_nonpositive(Lanes<float> x) {
   p = p * t + 1.6666665459e-1f;
   p = p * t + 5.0000001201e-1f;
   p = p * t * t + t + 1.0f;
-  const Ints bits = (__builtin_convertvector(n, Ints) + 127) << 23;  // 2^n
-  const Lanes<float> result = p * reinterpret_cast<const Lanes<float>&>(bits);
-  return x < -87.0f ? Lanes<float>{} : result;
+  // 2^n for n in [-150, 0] as two normal powers 2^(n/2) 2^(n - n/2): results below
+  // 2^-126 come out subnormal, as from expf, instead of 0
+  const Ints whole = __builtin_convertvector(n, Ints);
+  const Ints half = whole >> 1;
+  const Ints bits_a = (half + 127) << 23, bits_b = (whole - half + 127) << 23;
+  const Lanes<float> result = (p * reinterpret_cast<const Lanes<float>&>(bits_a)) *
+                              reinterpret_cast<const Lanes<float>&>(bits_b);
+  return x < -104.0f ? Lanes<float>{} : result;
 }
 inline Lanes<double> exp_nonpositive(Lanes<double> x) {
   for (int64_t l = 0; l < kLanes; ++l) x[l] = std::exp(x[l]);
@@ -180,9 +181,13 @@ inline Lanes<T> lane_sums(const Lanes<T>* p) {
          __builtin_shufflevector(r0, r1, 4, 5, 6, 7, 12, 13, 14, 15);
 }
 
+// zero_keys: a key beyond the border is a zero vector, scored (scale q) . 0 -- that is 0,
+// or NaN where q holds an inf or NaN, exactly as nn.Unfold's zero padding; otherwise
+// such a key gets the constant `beyond` (-inf for "mask", 0 for the backward's da).
 template <typename T, int64_t D, int64_t K, bool Interior>
 inline void query_logits(const T* __restrict q_j, const T* const* k_rows, int64_t j,
-                         const Geometry& g, T scale, T beyond, T* __restrict lines) {
+                         const Geometry& g, T scale, T beyond, bool zero_keys,
+                         T* __restrict lines) {
   const int64_t W = g.width, d = D > 0 ? D : g.dim, ks = K > 0 ? K : g.kernel;
   const int64_t S = g.stride();
   const int64_t r = g.dilation, half = ks / 2, kk = ks * ks;
@@ -192,7 +197,15 @@ inline void query_logits(const T* __restrict q_j, const T* const* k_rows, int64_
     Lanes<T> parts[kBlocks * kLanes] = {};
     bool inside[K * K];
     Lanes<T> q_lanes[D / kLanes];
-    for (int64_t c = 0; c < D / kLanes; ++c) q_lanes[c] = load_lanes(q_j + c * kLanes);
+    // q is scaled first, as scale * (q . k) could overflow where (scale q) . k does not
+    for (int64_t c = 0; c < D / kLanes; ++c) q_lanes[c] = load_lanes(q_j + c * kLanes) * scale;
+    if (!Interior && zero_keys) {
+      Lanes<T> zero_products = q_lanes[0] * T(0);
+      for (int64_t c = 1; c < D / kLanes; ++c) zero_products += q_lanes[c] * T(0);
+      T sum = 0;
+      for (int64_t l = 0; l < kLanes; ++l) sum += zero_products[l];
+      beyond = sum;  // 0, or NaN
+    }
     for (int64_t a = 0; a < K; ++a) {
       const T* __restrict k_row = k_rows[a];
       for (int64_t b = 0; b < K; ++b) {
@@ -209,16 +222,21 @@ inline void query_logits(const T* __restrict q_j, const T* const* k_rows, int64_
       const Lanes<T> sums = lane_sums<T>(parts + block * kLanes);
       for (int64_t l = 0; l < kLanes && block * kLanes + l < kk; ++l) {
         const int64_t o = block * kLanes + l;
-        lines[o * S] = inside[o] ? scale * sums[l] : beyond;
+        lines[o * S] = inside[o] ? sums[l] : beyond;
       }
     }
   } else {
+    if (!Interior && zero_keys) {
+      T sum = 0;
+      for (int64_t c = 0; c < d; ++c) sum += (scale * q_j[c]) * T(0);
+      beyond = sum;  // 0, or NaN
+    }
     for (int64_t a = 0; a < ks; ++a) {
       const T* __restrict k_row = k_rows[a];
       for (int64_t b = 0; b < ks; ++b) {
         const int64_t jj = j + (b - half) * r;
         const bool inside = Interior || (k_row != nullptr && jj >= 0 && jj < W);
-        lines[(a * ks + b) * S] = inside ? scale * dot<T, D>(q_j, k_row + jj * d, d) : beyond;
+        lines[(a * ks + b) * S] = inside ? scaled_dot<T, D>(scale, q_j, k_row + jj * d, d) : beyond;
       }
     }
   }
@@ -294,7 +312,7 @@ void forward_rows(const T* q, const T* k, const T* v, T* out, T* weights, const 
       by_border(g, k_rows, [&](auto interior, int64_t from, int64_t to) {
         for (int64_t j = from; j < to; ++j)
           query_logits<T, D, K, decltype(interior)::value>(q_row + j * d, k_rows, j, g, scale,
-                                                           beyond, lines + j);
+                                                           beyond, !g.mask, lines + j);
       });
       for (int64_t o = 0; o < kk; ++o) std::fill(lines + o * S + W, lines + (o + 1) * S, T(0));
       softmax_lines(lines, g);
@@ -316,7 +334,7 @@ void forward_rows(const T* q, const T* k, const T* v, T* out, T* weights, const 
 
 // dk_j and dv_j of key j of an image row: summed over the queries whose windows hold
 // it. Query of window position o = (a, b): row q_rows[a] (nullptr beyond the border),
-// column j - (b - k//2) r; its line o of dl / w is dl_rows[a] + o*W / w_rows[a] + o*W.
+// column j - (b - k//2) r; its line o of dl / w is dl_rows[a] + o*S / w_rows[a] + o*S.
 template <typename T, int64_t D, int64_t K, bool Interior>
 inline void key_gradients(int64_t j, const T* const* q_rows, const T* const* g_rows,
                           const T* const* dl_rows, const T* const* w_rows, const Geometry& g,
@@ -385,7 +403,7 @@ void backward_rows(const T* q, const T* k, const T* v, const T* weights, const T
       by_border(g, v_rows, [&](auto interior, int64_t from, int64_t to) {
         for (int64_t j = from; j < to; ++j)
           query_logits<T, D, K, decltype(interior)::value>(g_row + j * d, v_rows, j, g, T(1),
-                                                           T(0), dl_lines + j);
+                                                           T(0), false, dl_lines + j);
       });
       std::fill(expected.begin(), expected.end(), T(0));
       for (int64_t o = 0; o < kk; ++o) {
@@ -481,7 +499,8 @@ void check_like(const torch::Tensor& t, const torch::Tensor& q, const char* name
 // Returns (out, weights): out (B, heads, H, W, d), weights (B, heads, H, k*k, stride)
 // (stride: W rounded up to a multiple of kLanes; entries from W on are padding), or
 // an empty tensor without keep_weights (inference: the lines then live in a per-thread
-// scratch buffer that stays in the L1 cache, and nothing k*k-sized reaches memory).
+// scratch buffer of one image row's k*k lines -- in the L1 cache for k = 3 -- and nothing
+// k*k-sized reaches memory).
 std::vector<torch::Tensor> swda_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v,
                                         int64_t kernel, int64_t dilation, bool mask,
                                         double scale, bool keep_weights) {
