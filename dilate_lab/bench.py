@@ -16,9 +16,10 @@ all three calls, as the layer does.
 
 - **Time**: the median over ``repeats`` runs, the implementations taking turns
   (round robin), so that a burst of load elsewhere on a shared machine hits them
-  all alike. Each timed call follows an untimed call of the same thing, so that
-  none inherits the caches another implementation left behind (unfold's large
-  tensors would otherwise evict q, k and v before whichever call comes next). "Forward" runs under ``torch.no_grad()``; "forward+backward" computes
+  all alike. Each timed call follows three untimed calls of the same thing, so
+  that none inherits the state another implementation left behind (unfold's
+  large tensors evict q, k and v from the caches and churn the allocator; the
+  first call after them was up to 2x slower than the next ones). "Forward" runs under ``torch.no_grad()``; "forward+backward" computes
   the gradients of q, k and v with ``torch.autograd.grad``.
 - **The memory-traffic floor**: one ``torch.addcmul(q, k, v, out=out)`` per group
   reads q, k and v and writes an output, the least any SWDA forward must move;
@@ -200,10 +201,16 @@ def _timed_ms(fn, device) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
+WARM_CALLS = 3
+"""Untimed calls before each timed one (see _timed_warm_ms)."""
+
+
 def _timed_warm_ms(fn, device) -> float:
-    """Time of fn() right after an untimed fn(): every call, the floor's included, is timed
-    in the same state (its inputs in cache, its memory just freed), whatever ran before it."""
-    fn()
+    """Time of fn() right after WARM_CALLS untimed fn(): every call, the floor's included,
+    is timed in its own steady state (inputs in cache, the allocator and the threads
+    settled), whatever ran before it. After unfold's 180 MB, one call was not enough."""
+    for _ in range(WARM_CALLS):
+        fn()
     return _timed_ms(fn, device)
 
 
