@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from dilate_lab import NAIVE_MAX_STEPS, SWDA_IMPLS, available_impls, swda
+from dilate_lab import NAIVE_MAX_STEPS, SWDA_IMPLS, available_impls, swda, trace_tensors
 from reference import border_fraction, dense_swda
 
 CPU_IMPLS = list(available_impls("cpu"))  # SWDA_IMPLS and the compiled "cpp"
@@ -241,6 +241,23 @@ def test_dilation_far_beyond_the_map(impl, padding):
     for dilation in (5, 1000, 2**62, 2**63 - 1):
         got = swda(q, k, v, 5, dilation, padding=padding, impl=impl)
         torch.testing.assert_close(got, weight * v, msg=lambda m: f"r={dilation}: {m}")
+
+
+@pytest.mark.parametrize("padding", ["zeros", "mask"])
+@pytest.mark.parametrize("impl", [i for i in CPU_IMPLS if i not in ("naive", "unfold")])
+def test_traced_weights_are_the_paper_softmax(impl, padding):
+    """What the tracer records as "attention weights" is unfold's softmax, zero-padded
+    positions included, in the layout (B, heads, H, W, k*k)."""
+    q, k, v = make_qkv((1, 2, 4, 5, 3), seed=2)
+    traced = {}
+    for name in ("unfold", impl):
+        with trace_tensors(keep=True) as steps:
+            swda(q, k, v, 3, 2, padding=padding, impl=name)
+        traced[name] = {s.name: s for s in steps}["attention weights"]
+    assert traced[impl].shape == (1, 2, 4, 5, 9)
+    torch.testing.assert_close(
+        traced[impl].tensor, traced["unfold"].tensor.reshape(1, 2, 4, 5, 9), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_available_impls_by_device():
