@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 
 import torch
 
@@ -104,4 +105,61 @@ def check_channels_last_input(x, dim: int, module: torch.nn.Module) -> None:
         raise ValueError(
             f"x must have the module's dtype and device ({weight.dtype} on {weight.device}), "
             f"got {x.dtype} on {x.device}; convert x or the module with .to(...)"
+        )
+
+
+def check_probability(value, name: str) -> None:
+    """A dropout rate: a real number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+
+
+def check_dilations(dilation, name: str = "dilation") -> tuple[int, ...]:
+    """A non-empty list/tuple of ints >= 1, one per group of heads; returned as a tuple."""
+    if isinstance(dilation, (str, bytes)) or not isinstance(dilation, Sequence):
+        raise ValueError(
+            f"{name} must be a non-empty list or tuple of ints >= 1, one dilation per group "
+            f"of heads, e.g. (1, 2, 3); for a single group write ({dilation!r},); got {dilation!r}"
+        )
+    if len(dilation) == 0:
+        raise ValueError(
+            f"{name} must name at least one dilation (one per group of heads), e.g. (1, 2, 3); "
+            "got an empty sequence"
+        )
+    for i, r in enumerate(dilation):
+        check_dilation(r, f"{name}[{i}]")
+    return tuple(int(r) for r in dilation)
+
+
+def check_head_dim(dim: int, num_heads: int) -> None:
+    """Every head gets dim / num_heads channels."""
+    if dim % num_heads != 0:
+        raise ValueError(
+            f"dim ({dim}) must be divisible by num_heads ({num_heads}), so that every head "
+            "gets the same number of channels"
+        )
+
+
+def check_head_split(dim: int, num_heads: int, dilation: tuple[int, ...], name: str = "dilation") -> None:
+    """Every head gets dim / num_heads channels, every dilation num_heads / len(dilation) heads."""
+    check_head_dim(dim, num_heads)
+    if num_heads % len(dilation) != 0:
+        raise ValueError(
+            f"num_heads ({num_heads}) must be a multiple of len({name}) "
+            f"({len(dilation)}, from {name}={dilation}), so that every dilation gets "
+            "the same number of heads"
+        )
+
+
+def check_positive_real(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def check_channels_first(x, dim: int, who: str) -> None:
+    """x: a (B, C, H, W) tensor with C = dim; ``who`` names the module in the message."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != dim:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(
+            f"{who} takes channels-first maps (B, C, H, W) with C = {dim}, got {shape}"
         )

@@ -50,9 +50,10 @@ from dataclasses import dataclass
 import torch
 
 from ._checks import check_positive_int
-from .swda import ALL_IMPLS, NAIVE_MAX_STEPS, available_impls, swda
-from .swda_compiled import compiled_available
-from .swda_cuda import flex_available
+from .functional import ALL_IMPLS, NAIVE_MAX_STEPS, swda
+from .ops import available_impls
+from .ops.cpp_build import compiled_available
+from .ops.flex import flex_available
 
 __all__ = [
     "Layout",

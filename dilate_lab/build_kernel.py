@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import time
 
-from .swda_compiled import load_kernel
+from .ops.cpp_build import load_kernel
 
 
 def main(argv=None) -> int:

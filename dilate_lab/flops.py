@@ -30,8 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .models import GlobalAttention
-from .msda import MultiDilateAttention
+from .nn import GlobalAttention, MultiDilateAttention
 
 __all__ = ["FlopCount", "count_flops", "format_flops_table", "PAPER_GFLOPS"]
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from dilate_lab.swda_compiled import build_error, compiled_available
+from dilate_lab.ops.cpp_build import build_error, compiled_available
 
 REQUIRED = os.environ.get("DILATE_LAB_REQUIRE_COMPILED") == "1"
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dilate_lab import DilateBlock, MultiDilateAttention
-from dilate_lab.bugs import (
+from dilate_lab.course.bugs import (
     CIRCULATING_BUGS,
     DetachedMultiDilateAttention,
     FixedRateMultiDilateAttention,

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dilate_lab import dilated_window
-from dilate_lab.data import (
+from dilate_lab.course.data import (
     MARK_COLOURS,
     ImageSet,
     LongRangeLayout,

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from dilate_lab import swda
-from dilate_lab.exercises import lesson00, lesson01, lesson02, lesson03, lesson05
+from dilate_lab.course.exercises import lesson00, lesson01, lesson02, lesson03, lesson05
 
 
 def status(exercise, answer):

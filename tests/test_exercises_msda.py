@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dilate_lab import DilateFormer, swda
-from dilate_lab.exercises import lesson04, lesson05
+from dilate_lab.course.exercises import lesson04, lesson05
 from reference import dense_swda
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dilate_lab.exercises_speed import lesson06
+from dilate_lab.course.exercises import lesson06
 from reference import dense_swda
 
 exercise = lesson06.swda_shift

@@ -16,11 +16,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PatchCollection
 from matplotlib.figure import Figure
 
-from dilate_lab import DilateFormer, dilateformer_tiny, figures
+from dilate_lab import DilateFormer, dilateformer_tiny
+from dilate_lab.course import figures
 from dilate_lab.geometry import dilated_window
-from dilate_lab.images import load_sample_image
-from dilate_lab.shapes import trace_msda_shapes
-from dilate_lab.swda import swda
+from dilate_lab.course.images import load_sample_image
+from dilate_lab.course.shapes import trace_msda_shapes
+from dilate_lab.functional import swda
 from dilate_lab.tracing import trace_tensors
 
 HEIGHT, WIDTH = 9, 11  # not square, so that a row/column swap shows

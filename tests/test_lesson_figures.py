@@ -18,7 +18,7 @@ from dilate_lab import (
     unfold_explorer,
     unfold_integer_map,
 )
-from dilate_lab.cost import global_attention, measure_global_vs_window
+from dilate_lab.course.cost import global_attention, measure_global_vs_window
 
 
 def image_by_gid(fig, gid):
@@ -178,7 +178,7 @@ def test_speed_explorers_follow_their_controls():
 
 # --------------------------------------------------------------------------- explorer timings
 def test_widget_timing_measures_every_control_change():
-    from dilate_lab.widget_timing import format_timings, measure_explorers
+    from dilate_lab.course.widget_timing import format_timings, measure_explorers
 
     rows = measure_explorers(["coverage_explorer", "receptive_field_explorer"], rounds=1)
     # coverage: kernel, size, dilations; receptive field: dilation, kernel, size, row, col, photo

@@ -13,7 +13,7 @@ from dilate_lab import (
     dilateformer_small,
     dilateformer_tiny,
 )
-from dilate_lab.models import DropPath
+from dilate_lab.nn import DropPath
 from official_reference import TINY, official_forward, official_keys, random_state_dict
 
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from dilate_lab import SWDA_IMPLS, MultiDilateAttention, swda, trace_tensors
-from dilate_lab.msda import _swda_with_attention_dropout
+from dilate_lab.ops.reference import swda_shift
 from official_reference import official_msda
 from reference import dense_swda
 
@@ -180,7 +180,7 @@ def test_attention_dropout():
 def test_dropout_path_without_dropout_is_swda(padding):
     gen = torch.Generator().manual_seed(3)
     q, k, v = (torch.randn(2, 2, 6, 5, 3, generator=gen, dtype=torch.float64) for _ in range(3))
-    got = _swda_with_attention_dropout(q, k, v, 3, 2, padding, 0.4, torch.nn.Dropout(0.0))
+    got = swda_shift(q, k, v, 3, 2, padding, 0.4, dropout=torch.nn.Dropout(0.0))
     torch.testing.assert_close(got, dense_swda(q, k, v, 3, 2, padding=padding, scale=0.4))
 
 

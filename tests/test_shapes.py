@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from dilate_lab.geometry import dilated_window
-from dilate_lab.models import DilateFormer
-from dilate_lab.msda import MultiDilateAttention
-from dilate_lab.shapes import IMAGENET_MEAN, IMAGENET_STD, block_attention, normalize_imagenet, trace_msda_shapes
+from dilate_lab.nn import DilateFormer
+from dilate_lab.nn import MultiDilateAttention
+from dilate_lab.course.shapes import IMAGENET_MEAN, IMAGENET_STD, block_attention, normalize_imagenet, trace_msda_shapes
 from dilate_lab.tracing import trace_tensors
 
 
@@ -140,7 +140,7 @@ def test_block_attention_weights_are_softmax_of_the_block_queries_and_keys():
     assert attention.weights.shape == (6, 8, 8, 9)
     assert attention.dilations == (1, 1, 2, 2, 3, 3)
 
-    from dilate_lab.images import sample_image_tensor
+    from dilate_lab.course.images import sample_image_tensor
 
     # the photograph as the model was trained to see it: ImageNet mean and std per channel
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from dilate_lab.bench import OpTime
-from dilate_lab.speed_figures import (
+from dilate_lab.course.figures import (
     plot_block_mask,
     plot_shifted_views,
     plot_time_breakdown,

@@ -9,14 +9,14 @@ import torch.nn as nn
 from matplotlib.figure import Figure
 
 from dilate_lab import window_offsets
-from dilate_lab.data import LongRangeLayout, load_digits_data, make_longrange_data, render_longrange
-from dilate_lab.small_models import (
+from dilate_lab.course.data import LongRangeLayout, load_digits_data, make_longrange_data, render_longrange
+from dilate_lab.course.small_models import (
     SmallDilateFormer,
     build_model,
     check_arm,
     receptive_radius,
 )
-from dilate_lab.train import (
+from dilate_lab.course.train import (
     _BLOCKS_CASES,
     History,
     RunResult,
@@ -406,7 +406,7 @@ def test_command_line_writes_one_row_per_run(tmp_path, capsys):
 
 
 def test_command_line_passes_distance_and_official_init_on(tmp_path, capsys, monkeypatch):
-    import dilate_lab.train as train_module
+    import dilate_lab.course.train as train_module
 
     seen = {}
 
@@ -551,7 +551,7 @@ def test_the_exercise_checks_answers():
     ],
 )
 def test_cli_rejects_bad_arguments_before_training(argv, message, capsys):
-    from dilate_lab.train import main
+    from dilate_lab.course.train import main
 
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -561,7 +561,7 @@ def test_cli_rejects_bad_arguments_before_training(argv, message, capsys):
 def test_evaluate_restores_every_submodule_mode():
     import torch.nn as nn
 
-    from dilate_lab.train import evaluate
+    from dilate_lab.course.train import evaluate
 
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 3)).train()
     model[2].eval()  # a frozen dropout inside a training model

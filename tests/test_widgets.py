@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from dilate_lab import widgets
+from dilate_lab.course import widgets
 from dilate_lab.geometry import dilated_window
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

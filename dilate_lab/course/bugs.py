@@ -45,8 +45,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._checks import check_kernel_size, check_positive_int, check_scale
-from .msda import check_dilations, check_head_split
+from .._checks import check_dilations, check_head_split, check_kernel_size, check_positive_int, check_scale
 
 __all__ = [
     "InPlaceMultiDilateAttention",

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from ._checks import check_positive_int
+from .._checks import check_positive_int
 
 __all__ = [
     "ImageSet",

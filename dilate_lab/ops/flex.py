@@ -20,7 +20,8 @@ the masked softmax, ``out_zeros = out_mask * sigmoid(lse - log(n_pad))``. The ex
 key is used here because it needs nothing but FlexAttention's own backward.)
 
 On CPU, FlexAttention has no backward in this PyTorch, so ``swda(impl="flex")``
-accepts CUDA tensors only; ``flex_swda_forward(..., compiled=False)`` runs the same
+accepts CUDA tensors only, and computes in float32 (halves are cast up and back;
+float64 goes to ``"fused"`` under ``impl="auto"``); ``flex_swda_forward(..., compiled=False)`` runs the same
 math eagerly on any device (forward only on CPU), which is how the tests check it
 without a GPU.
 """
@@ -32,7 +33,8 @@ import importlib.util
 
 import torch
 
-from .geometry import padding_counts
+from ..geometry import padding_counts
+from .registry import register
 
 __all__ = [
     "swda_flex",
@@ -147,17 +149,7 @@ def flex_swda_forward(q, k, v, kernel_size, dilation, padding, scale, *, compile
 
 
 def swda_flex(q, k, v, kernel_size, dilation, padding, scale):
-    """SWDA for ``swda(impl="flex")``: CUDA only; float64 goes to the exact ``"fused"`` path."""
-    if q.device.type != "cuda":
-        raise ValueError(
-            f"impl='flex' runs FlexAttention's compiled GPU kernel and needs CUDA tensors; "
-            f"q is on {q.device}. On this device use impl='auto' or one of 'fused', "
-            f"'shift', 'unfold', 'naive'"
-        )
-    if q.dtype == torch.float64:
-        from .swda_cpu import swda_fused
-
-        return swda_fused(q, k, v, kernel_size, dilation, padding, scale)
+    """SWDA for ``swda(impl="flex")``: CUDA tensors in float16, bfloat16 or float32."""
     return flex_swda_forward(
         q, k, v, kernel_size, dilation, padding, scale, compiled=flex_available(q.device)
     )
@@ -173,3 +165,19 @@ def zero_padding_from_lse(out_masked, lse, n_pad):
     """
     log_n_pad = torch.log(n_pad.to(lse.dtype))  # -inf where n_pad == 0: sigmoid(+inf) = 1
     return out_masked * torch.sigmoid(lse - log_n_pad).unsqueeze(-1)
+
+
+def _flex_missing() -> str | None:
+    if not _triton_installed():
+        return "Triton is not installed (FlexAttention compiles its GPU kernel with it)"
+    return None
+
+
+register(
+    "flex", swda_flex,
+    summary="FlexAttention with a dilated-window block mask and an exact zero-padding correction",
+    device_types=("cuda",),
+    dtypes=(torch.float32,),
+    available=_flex_missing,
+    auto_rank=10,
+)

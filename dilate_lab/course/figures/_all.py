@@ -39,10 +39,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from ._checks import check_dilation, check_kernel_size, check_positive_int
-from .geometry import dilated_window, padding_counts, window_span
-from .msda import check_dilations, check_head_split
-from .swda import swda
+from ..._checks import check_dilation, check_dilations, check_head_split, check_kernel_size, check_positive_int
+from ...functional import swda
+from ...geometry import dilated_window, padding_counts, window_span
 
 __all__ = [
     "BORDER_MODES",

@@ -28,10 +28,9 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from ._checks import check_kernel_size, check_positive_int
-from .models import DilateFormer, GlobalAttention, Mlp
-from .msda import MultiDilateAttention, check_dilations
-from .tracing import trace_tensors
+from .._checks import check_dilations, check_kernel_size, check_positive_int
+from ..nn import DilateFormer, GlobalAttention, Mlp, MultiDilateAttention
+from ..tracing import trace_tensors
 
 __all__ = [
     "ARMS",

@@ -32,7 +32,8 @@ from collections.abc import Callable
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-from . import figures, speed_figures
+from . import figures
+from .figures import speed as speed_figures
 from .images import load_sample_image
 from .shapes import block_attention, trace_msda_shapes
 

@@ -14,90 +14,26 @@ saved, never detaches q, k or v, and gives every group its own dilation.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
 
-from ._checks import (
+from .._checks import (
     check_channels_last_input,
-    check_dilation,
+    check_dilations,
+    check_head_split,
     check_kernel_size,
     check_padding,
     check_positive_int,
+    check_probability,
     check_scale,
 )
-from .geometry import inside_mask
-from .swda import _shifted_views, check_impl, swda
-from .tracing import record
+from ..functional import check_impl, swda
+from ..ops.reference import swda_shift
+from ..tracing import record
 
-__all__ = ["MultiDilateAttention", "check_dilations", "check_head_split", "check_probability"]
-
-
-def check_probability(value, name: str) -> None:
-    """A dropout rate: a real number in [0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-
-
-def check_dilations(dilation, name: str = "dilation") -> tuple[int, ...]:
-    """A non-empty list/tuple of ints >= 1, one per group of heads; returned as a tuple."""
-    if isinstance(dilation, (str, bytes)) or not isinstance(dilation, Sequence):
-        raise ValueError(
-            f"{name} must be a non-empty list or tuple of ints >= 1, one dilation per group "
-            f"of heads, e.g. (1, 2, 3); for a single group write ({dilation!r},); got {dilation!r}"
-        )
-    if len(dilation) == 0:
-        raise ValueError(
-            f"{name} must name at least one dilation (one per group of heads), e.g. (1, 2, 3); "
-            "got an empty sequence"
-        )
-    for i, r in enumerate(dilation):
-        check_dilation(r, f"{name}[{i}]")
-    return tuple(int(r) for r in dilation)
-
-
-def check_head_split(dim: int, num_heads: int, dilation: tuple[int, ...], name: str = "dilation") -> None:
-    """Every head gets dim / num_heads channels, every dilation num_heads / len(dilation) heads."""
-    if dim % num_heads != 0:
-        raise ValueError(
-            f"dim ({dim}) must be divisible by num_heads ({num_heads}), so that every head "
-            "gets the same number of channels"
-        )
-    if num_heads % len(dilation) != 0:
-        raise ValueError(
-            f"num_heads ({num_heads}) must be a multiple of len({name}) "
-            f"({len(dilation)}, from {name}={dilation}), so that every dilation gets "
-            "the same number of heads"
-        )
-
-
-def _swda_with_attention_dropout(q, k, v, kernel_size, dilation, padding, scale, dropout):
-    """SWDA with dropout applied to the attention weights, as the official code does.
-
-    ``swda`` never materialises droppable weights outside itself, so this path
-    computes them from shifted views of K and V (no k*k copy of K or V), drops
-    them, and forms the weighted sum. q, k, v: (B, heads, H, W, d) float tensors.
-    """
-    B, heads, H, W, d = q.shape
-    dtype = q.dtype
-    if dtype in (torch.float16, torch.bfloat16):  # computed in float32, like swda
-        q, k, v = q.float(), k.float(), v.float()
-    logits = torch.stack(
-        [((q * scale) * k_shift).sum(-1) for k_shift in _shifted_views(k, kernel_size, dilation)],
-        dim=-1,
-    )  # B, heads, H, W, k*k
-    if padding == "mask":
-        inside = inside_mask(H, W, kernel_size, dilation, device=q.device)  # H, W, k*k
-        logits = logits.masked_fill(~inside, float("-inf"))
-    attn = dropout(torch.softmax(logits, dim=-1))  # B, heads, H, W, k*k
-    record("attention weights", attn, "after attention dropout")
-    terms = [
-        attn[..., o : o + 1] * v_shift  # B, heads, H, W, d
-        for o, v_shift in enumerate(_shifted_views(v, kernel_size, dilation))
-    ]
-    return torch.stack(terms, dim=0).sum(dim=0).to(dtype)  # B, heads, H, W, d
+__all__ = ["MultiDilateAttention"]
 
 
 class MultiDilateAttention(nn.Module):
@@ -195,10 +131,12 @@ class MultiDilateAttention(nn.Module):
             record(f"group {i} q (dilation {r})", q)
             record(f"group {i} k (dilation {r})", k)
             record(f"group {i} v (dilation {r})", v)
-            if use_dropout_path:
-                out = _swda_with_attention_dropout(
-                    q, k, v, self.kernel_size, r, self.padding, self.scale, self.attn_drop
-                )  # B, heads, H, W, d
+            if use_dropout_path:  # the weights must exist as a tensor to be dropped
+                work = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+                out = swda_shift(
+                    q.to(work), k.to(work), v.to(work), self.kernel_size, r, self.padding,
+                    self.scale, dropout=self.attn_drop,
+                ).to(q.dtype)  # B, heads, H, W, d
             else:
                 out = swda(
                     q, k, v, self.kernel_size, r,

@@ -15,7 +15,7 @@ import torch
 from matplotlib import cbook
 from PIL import Image
 
-from ._checks import check_positive_int
+from .._checks import check_positive_int
 
 __all__ = ["SAMPLE_IMAGE_NAME", "load_sample_image", "sample_image_tensor"]
 

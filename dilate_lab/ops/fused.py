@@ -1,4 +1,4 @@
-"""The ``"fused"`` SWDA implementation: a custom autograd Function, fastest on CPU.
+"""The ``"fused"`` SWDA implementation: a custom autograd Function in plain PyTorch, any device.
 
 Why it is fast, and why it stays small in memory:
 
@@ -41,8 +41,8 @@ Why it is fast, and why it stays small in memory:
 Weights are stored offset-major, (k*k, N), so that the softmax, the masks and
 each per-offset weight row are contiguous along the long dimension.
 
-The function runs on any device (it is plain PyTorch), but it is tuned for CPU;
-on CUDA ``swda(impl="auto")`` picks FlexAttention (``swda_cuda``).
+The function runs on any device (it is plain PyTorch); it is the fallback of
+``impl="auto"`` where no compiled kernel runs (``ops.cpp`` on CPU, ``ops.flex`` on CUDA).
 """
 
 from __future__ import annotations
@@ -51,10 +51,12 @@ import functools
 
 import torch
 
-from .geometry import inside_mask
-from .tracing import record
+from ..geometry import inside_mask
+from ..tracing import record
+from .reference import swda_shift
+from .registry import is_plain_tensor, register
 
-__all__ = ["swda_fused"]
+__all__ = ["swda_fused", "backward_by_recomputing"]
 
 # torch.bmm on CPU uses a plain loop kernel, fast for these tiny matrices, while
 # rows * contraction stays below 400; above it, it takes a general path that is
@@ -203,7 +205,7 @@ class _FusedSWDA(torch.autograd.Function):
             # create_graph=True (a gradient of the gradient is wanted), or a non-finite
             # upstream gradient that the hand-written sums would spread across images:
             # recompute through the differentiable shift path instead.
-            return _backward_by_recomputing(ctx, grad_out)
+            return backward_by_recomputing(ctx, grad_out)
         with torch.no_grad():
             return _FusedSWDA._hand_written_backward(ctx, grad_out)
 
@@ -239,10 +241,8 @@ class _FusedSWDA(torch.autograd.Function):
         return grad_q, grad_k, grad_v, None, None, None, None
 
 
-def _backward_by_recomputing(ctx, grad_out):
+def backward_by_recomputing(ctx, grad_out):
     """Gradients through autograd over the shift implementation (differentiable, NaN-exact)."""
-    from .swda import _swda_shift  # swda imports this module: import at call time
-
     q, k, v, _ = ctx.saved_tensors
     shape, kernel_size, dilation, scale = ctx.geometry
     wanted = [i for i, needed in enumerate(ctx.needs_input_grad[:3]) if needed]
@@ -255,7 +255,7 @@ def _backward_by_recomputing(ctx, grad_out):
         for saved in (q, k, v):
             view = saved.view(shape)  # B, heads, H, W, d
             views.append(view if view.requires_grad else view.detach().requires_grad_(True))
-        out = _swda_shift(*views, kernel_size, dilation, ctx.padding, scale)
+        out = swda_shift(*views, kernel_size, dilation, ctx.padding, scale)
         grads = torch.autograd.grad(
             out, [views[i] for i in wanted], grad_out, create_graph=create_graph, allow_unused=True
         )
@@ -285,6 +285,22 @@ def swda_fused(q, k, v, kernel_size, dilation, padding, scale):
     out = _FusedSWDA.apply(q, k, v, kernel_size, dilation, padding, scale)
     if _finite(out):
         return out
-    from .swda import _swda_shift  # swda imports this module: import at call time
+    return swda_shift(q, k, v, kernel_size, dilation, padding, scale)
 
-    return _swda_shift(q, k, v, kernel_size, dilation, padding, scale)
+
+def plain_tensors_only(q, k, v, kernel_size, dilation, padding) -> str | None:
+    """The can-run check of the autograd Functions: no dual or torch.func-wrapped tensors."""
+    if all(is_plain_tensor(t) for t in (q, k, v)):
+        return None
+    return (
+        "it is a custom autograd Function, with no forward-mode derivative and no "
+        "torch.func (jvp, vmap, grad) rule; 'shift' runs those"
+    )
+
+
+register(
+    "fused", swda_fused,
+    summary="a custom autograd Function in plain PyTorch: no k*k copy, a hand-written backward",
+    can_run=plain_tensors_only,
+    auto_rank=20,
+)

@@ -1,6 +1,6 @@
 // Sliding Window Dilated Attention on the CPU: one pass over q, k and v.
 //
-// Built at first use by dilate_lab/swda_compiled.py (torch.utils.cpp_extension).
+// Built at first use by dilate_lab/ops/cpp_build.py (torch.utils.cpp_extension).
 // q, k, v, out and the gradients are contiguous (B, heads, H, W, d): a table of
 // pixel rows, pixel (image, i, j) at row (image*H + i)*W + j, image = b*heads + h.
 // The weights are stored (B, heads, H, k*k, W): for each image row, one line of W

@@ -28,9 +28,9 @@ from matplotlib.legend_handler import HandlerTuple
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from ._checks import check_dilation, check_kernel_size, check_positive_int
-from .figures import _ATTENDED_COLOR, _BEYOND_COLOR, _QUERY_COLOR, _call_text, _cells, _check_query, _draw_map
-from .geometry import window_offsets
+from ..._checks import check_dilation, check_kernel_size, check_positive_int
+from ._all import _ATTENDED_COLOR, _BEYOND_COLOR, _QUERY_COLOR, _call_text, _cells, _check_query, _draw_map
+from ...geometry import window_offsets
 
 __all__ = [
     "BlockUsage",

@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from ._checks import check_positive_int
+from .._checks import check_positive_int
 from .checking import Exercise, Incorrect, NotAttempted, is_blank
 from .data import ImageSet, load_digits_data, make_longrange_data
 from .small_models import ARMS, TASK_MODELS, build_model, check_arm

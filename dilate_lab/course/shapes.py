@@ -23,11 +23,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ._checks import check_positive_int
+from .._checks import check_positive_int
 from .images import sample_image_tensor
-from .models import DilateBlock, DilateFormer, PatchEmbed
-from .msda import MultiDilateAttention, check_dilations
-from .tracing import trace_tensors
+from .._checks import check_dilations
+from ..nn import DilateBlock, DilateFormer, MultiDilateAttention, PatchEmbed
+from ..tracing import trace_tensors
 
 __all__ = [
     "ShapeRow",

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from .checking import Exercise, Incorrect, call_answer
-from .exercises import _SWDA_CASES, _diagnose_swda, _random_qkv
+from ..checking import Exercise, Incorrect, call_answer
+from ._all import _SWDA_CASES, _diagnose_swda, _random_qkv
 
 __all__ = ["lesson06"]
 

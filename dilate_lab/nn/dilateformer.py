@@ -31,259 +31,27 @@ from functools import partial
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from ._checks import (
-    check_channels_last_input,
+from .._checks import (
+    check_dilations,
     check_kernel_size,
     check_padding,
     check_positive_int,
+    check_positive_real,
+    check_probability,
     check_scale,
 )
-from .msda import MultiDilateAttention, check_dilations, check_impl, check_probability
+from ..functional import check_impl
+from .blocks import DilateBlock, GlobalBlock
+from .layers import MERGING_WAYS, PatchEmbed, PatchMerging
 
 __all__ = [
-    "DropPath",
-    "Mlp",
-    "GlobalAttention",
-    "DilateBlock",
-    "GlobalBlock",
-    "PatchEmbed",
-    "PatchMerging",
     "DilateFormerStage",
     "DilateFormer",
     "dilateformer_tiny",
     "dilateformer_small",
     "dilateformer_base",
-    "MERGING_WAYS",
 ]
-
-MERGING_WAYS = ("conv3_2", "conv2_2")
-"""Downsampling between stages: a 3x3 (official default) or 2x2 convolution, stride 2."""
-
-
-def _check_positive_real(value, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-
-
-def _check_channels_first(x, dim: int, who: str) -> None:
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != dim:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(
-            f"{who} takes channels-first maps (B, C, H, W) with C = {dim}, got {shape}"
-        )
-
-
-# ---------------------------------------------------------------------------
-# pieces of a block
-# ---------------------------------------------------------------------------
-def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: zero the whole residual branch of some samples, rescale the rest."""
-    if drop_prob == 0.0 or not training:
-        return x
-    keep = 1.0 - drop_prob
-    mask_shape = (x.shape[0],) + (1,) * (x.dim() - 1)  # B, 1, 1, ...
-    mask = x.new_empty(mask_shape).bernoulli_(keep)
-    return x * mask / keep
-
-
-class DropPath(nn.Module):
-    """``drop_path`` as a module: per-sample stochastic depth on a residual branch."""
-
-    def __init__(self, drop_prob: float = 0.0):
-        super().__init__()
-        check_probability(drop_prob, "drop_path")
-        self.drop_prob = float(drop_prob)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return drop_path(x, self.drop_prob, self.training)
-
-    def extra_repr(self) -> str:
-        return f"drop_prob={self.drop_prob}"
-
-
-class Mlp(nn.Module):
-    """The feed-forward branch: Linear -> GELU -> dropout -> Linear -> dropout."""
-
-    def __init__(self, in_features: int, hidden_features: int, act_layer=nn.GELU, drop: float = 0.0):
-        super().__init__()
-        self.fc1 = nn.Linear(in_features, hidden_features)
-        self.act = act_layer()
-        self.fc2 = nn.Linear(hidden_features, in_features)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
-class GlobalAttention(nn.Module):
-    """Ordinary multi-head self-attention over all H*W tokens; (B, H, W, C) in and out."""
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        qkv_bias: bool = False,
-        qk_scale: float | None = None,
-        attn_drop: float = 0.0,
-        proj_drop: float = 0.0,
-    ):
-        super().__init__()
-        check_positive_int(dim, "dim")
-        check_positive_int(num_heads, "num_heads")
-        check_scale(qk_scale)
-        check_probability(attn_drop, "attn_drop")
-        check_probability(proj_drop, "proj_drop")
-        if dim % num_heads != 0:
-            raise ValueError(
-                f"dim ({dim}) must be divisible by num_heads ({num_heads}), so that every head "
-                "gets the same number of channels"
-            )
-        self.dim = dim
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.scale = self.head_dim**-0.5 if qk_scale is None else float(qk_scale)
-        self.attn_drop_p = float(attn_drop)
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_channels_last_input(x, self.dim, self)
-        B, H, W, C = x.shape
-        qkv = self.qkv(x).reshape(B, H * W, 3, self.num_heads, self.head_dim)  # B, N, 3, heads, d
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B, heads, N, d
-        out = F.scaled_dot_product_attention(
-            q, k, v,
-            dropout_p=self.attn_drop_p if self.training else 0.0,
-            scale=self.scale,
-        )  # B, heads, N, d
-        out = out.transpose(1, 2).reshape(B, H, W, C)  # B, H, W, C
-        return self.proj_drop(self.proj(out))
-
-
-class _Block(nn.Module):
-    """Position embedding, pre-norm attention and pre-norm MLP, each added residually."""
-
-    def __init__(self, dim, attn, mlp_ratio, drop, drop_path, act_layer, norm_layer):
-        super().__init__()
-        _check_positive_real(mlp_ratio, "mlp_ratio")
-        check_probability(drop, "drop")
-        check_probability(drop_path, "drop_path")
-        self.dim = dim
-        self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
-        self.norm1 = norm_layer(dim)
-        self.attn = attn
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_channels_first(x, self.dim, type(self).__name__)
-        x = x + self.pos_embed(x)  # B, C, H, W
-        x = x.permute(0, 2, 3, 1)  # B, H, W, C
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
-        return x.permute(0, 3, 1, 2)  # B, C, H, W
-
-
-class DilateBlock(_Block):
-    """A DilateFormer block with multi-scale dilated attention; (B, C, H, W) in and out.
-
-    ``x + pos_embed(x)`` (depthwise 3x3 conv), then
-    ``x + drop_path(MultiDilateAttention(norm1(x)))``, then ``x + drop_path(mlp(norm2(x)))``.
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = False,
-        qk_scale: float | None = None,
-        drop: float = 0.0,
-        attn_drop: float = 0.0,
-        drop_path: float = 0.0,
-        act_layer=nn.GELU,
-        norm_layer=nn.LayerNorm,
-        kernel_size: int = 3,
-        dilation: Sequence[int] = (1, 2, 3),
-        padding: str = "zeros",
-        impl: str = "auto",
-    ):
-        attn = MultiDilateAttention(
-            dim, num_heads, kernel_size=kernel_size, dilation=dilation, qkv_bias=qkv_bias,
-            qk_scale=qk_scale, attn_drop=attn_drop, padding=padding, impl=impl,
-        )
-        super().__init__(dim, attn, mlp_ratio, drop, drop_path, act_layer, norm_layer)
-
-
-class GlobalBlock(_Block):
-    """A DilateFormer block with global self-attention; (B, C, H, W) in and out."""
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = False,
-        qk_scale: float | None = None,
-        drop: float = 0.0,
-        attn_drop: float = 0.0,
-        drop_path: float = 0.0,
-        act_layer=nn.GELU,
-        norm_layer=nn.LayerNorm,
-    ):
-        attn = GlobalAttention(
-            dim, num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale, attn_drop=attn_drop
-        )
-        super().__init__(dim, attn, mlp_ratio, drop, drop_path, act_layer, norm_layer)
-
-
-# ---------------------------------------------------------------------------
-# stem, downsampling, stages
-# ---------------------------------------------------------------------------
-class PatchEmbed(nn.Module):
-    """The overlapping convolutional stem: (B, in_chans, H, W) -> (B, embed_dim, H/4, W/4).
-
-    conv3x3 (stride 1) -> BN -> GELU -> conv3x3 (stride 2) -> BN -> GELU ->
-    conv3x3 (stride 1) -> BN -> GELU -> conv3x3 (stride 2); widths hidden_dim,
-    2*hidden_dim, 4*hidden_dim, embed_dim; no conv biases.
-    """
-
-    def __init__(self, in_chans: int = 3, embed_dim: int = 96, hidden_dim: int = 16):
-        super().__init__()
-        widths = [in_chans, hidden_dim, hidden_dim * 2, hidden_dim * 4]
-        layers: list[nn.Module] = []
-        for i in range(3):
-            layers += [
-                nn.Conv2d(widths[i], widths[i + 1], 3, stride=1 + i % 2, padding=1, bias=False),
-                nn.BatchNorm2d(widths[i + 1]),
-                nn.GELU(),
-            ]
-        layers.append(nn.Conv2d(widths[3], embed_dim, 3, stride=2, padding=1, bias=False))
-        self.proj = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)  # B, embed_dim, H/4, W/4
-
-
-class PatchMerging(nn.Module):
-    """Downsampling between stages: a stride-2 convolution then BatchNorm; halves H and W."""
-
-    def __init__(self, in_channels: int, out_channels: int, merging_way: str = "conv3_2"):
-        super().__init__()
-        if merging_way not in MERGING_WAYS:
-            raise ValueError(f"merging_way must be one of {MERGING_WAYS}, got {merging_way!r}")
-        size, pad = (3, 1) if merging_way == "conv3_2" else (2, 0)
-        self.proj = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, size, stride=2, padding=pad),
-            nn.BatchNorm2d(out_channels),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)  # B, out_channels, H/2, W/2
 
 
 class DilateFormerStage(nn.Module):
@@ -300,9 +68,6 @@ class DilateFormerStage(nn.Module):
         return self.downsample(x)
 
 
-# ---------------------------------------------------------------------------
-# the classifier
-# ---------------------------------------------------------------------------
 def _as_list(value, name: str, length: int | None = None, item=None) -> list:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise ValueError(f"{name} must be a list or tuple, got {value!r}")
@@ -407,7 +172,7 @@ class DilateFormer(nn.Module):
         num_heads = _as_list(num_heads, "num_heads", n, item=check_positive_int)
         check_kernel_size(kernel_size)
         dilation = check_dilations(dilation)
-        _check_positive_real(mlp_ratio, "mlp_ratio")
+        check_positive_real(mlp_ratio, "mlp_ratio")
         check_scale(qk_scale)
         check_probability(drop_rate, "drop_rate")
         check_probability(attn_drop_rate, "attn_drop_rate")

@@ -22,16 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from .bugs import (
+from ..bugs import (
     DetachedMultiDilateAttention,
     FixedRateMultiDilateAttention,
     InPlaceMultiDilateAttention,
 )
-from .checking import Exercise, Incorrect, NotAttempted, call_answer, compare, is_blank
-from .geometry import padding_counts, window_offsets
-from .models import DilateFormer
-from .msda import MultiDilateAttention
-from .swda import swda
+from ..checking import Exercise, Incorrect, NotAttempted, call_answer, compare, is_blank
+from ...functional import swda
+from ...geometry import padding_counts, window_offsets
+from ...nn import DilateFormer, MultiDilateAttention
 
 __all__ = ["lesson00", "lesson01", "lesson02", "lesson03", "lesson04", "lesson05"]
 

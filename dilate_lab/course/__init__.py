@@ -1,0 +1,13 @@
+"""The course built on the library: everything a lesson needs beyond the attention itself.
+
+- ``figures``: each figure as a function that computes and a function that draws.
+- ``widgets``: the explorers (ipywidgets over the figures); ``widget_timing`` times them.
+- ``exercises``: one namespace per lesson (``check``, ``hint``, ``solution``), built on ``checking``.
+- ``bugs``: the deliberately wrong MSDA modules that circulate (lesson 04).
+- ``data``, ``images``: digits, the long-range task, the sample photograph (all offline).
+- ``small_models``, ``train``: the small DilateFormers of lesson 07 and their training loop.
+- ``shapes``, ``cost``: the shape tracer and the global-vs-window cost measurements.
+
+Depends on the library (``dilate_lab``), never the other way round; needs matplotlib,
+and ipywidgets and scikit-learn where a lesson uses them.
+"""

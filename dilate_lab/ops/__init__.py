@@ -1,0 +1,33 @@
+"""The SWDA implementations, one module each, and the registry that chooses among them.
+
+- ``registry``: ``register``, ``choose_impl``, ``explain_impl``, ``available_impls``.
+- ``reference``: ``"naive"`` (Python loops), ``"unfold"`` (the paper), ``"shift"``.
+- ``fused``: ``"fused"``, a custom autograd Function in plain PyTorch (any device).
+- ``cpp`` and ``cpp_build``: ``"cpp"``, the compiled CPU kernel in ``csrc/``.
+- ``flex``: ``"flex"``, FlexAttention on CUDA.
+
+Importing this package registers them all, in the order above.
+"""
+
+from . import reference, fused, cpp, flex  # noqa: F401  (each registers itself)
+from .registry import (
+    ImplChoice,
+    SwdaImpl,
+    available_impls,
+    choose_impl,
+    explain_impl,
+    get_impl,
+    impl_names,
+    register,
+)
+
+__all__ = [
+    "ImplChoice",
+    "SwdaImpl",
+    "available_impls",
+    "choose_impl",
+    "explain_impl",
+    "get_impl",
+    "impl_names",
+    "register",
+]

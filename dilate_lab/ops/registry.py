@@ -1,0 +1,249 @@
+"""One registry of SWDA implementations, and the one rule that chooses among them.
+
+Every implementation registers itself once, in its own module, with:
+
+- where it runs: the device types (``None``: any device) and the dtypes it computes in
+  (a half-precision input is computed in float32 by an implementation that does not
+  list the half type, and the result cast back);
+- ``available()``: whether this machine can run it at all (a compiled kernel that
+  builds, Triton installed), ``None`` or the reason why not;
+- ``can_run(q, k, v, kernel_size, dilation, padding)``: whether it takes these particular
+  tensors and arguments, ``None`` or the reason why not;
+- ``auto_rank``: its place in ``impl="auto"``'s order of preference (lower first;
+  ``None``: never chosen automatically).
+
+``impl="auto"`` takes the first implementation, by rank, that runs on the tensors'
+device and passes both checks. An implementation named explicitly must pass them
+too, or ``swda`` raises an error that gives the reason: a RuntimeError where this
+machine cannot run it at all, a ValueError where it does not take these arguments. ``explain_impl`` shows
+the choice and every reason, and the ``dilate_lab`` logger logs it at DEBUG level.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .._checks import check_dilation, check_kernel_size, check_padding, check_qkv
+
+__all__ = [
+    "SwdaImpl",
+    "ImplChoice",
+    "register",
+    "get_impl",
+    "impl_names",
+    "choose_impl",
+    "explain_impl",
+    "available_impls",
+    "is_plain_tensor",
+    "FULL_PRECISION",
+]
+
+FULL_PRECISION = (torch.float32, torch.float64)
+"""The dtypes most implementations compute in; halves are computed in float32."""
+
+_log = logging.getLogger("dilate_lab")
+
+
+@dataclass(frozen=True)
+class SwdaImpl:
+    """One registered implementation; see the module docstring for the fields."""
+
+    name: str
+    forward: Callable
+    summary: str
+    device_types: tuple[str, ...] | None = None
+    dtypes: tuple[torch.dtype, ...] = FULL_PRECISION
+    available: Callable[[], str | None] | None = None
+    can_run: Callable[..., str | None] | None = None
+    auto_rank: int | None = None
+
+    def runs_on(self, device_type: str) -> bool:
+        return self.device_types is None or device_type in self.device_types
+
+    def compute_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """The dtype this implementation computes a ``dtype`` input in."""
+        if dtype in self.dtypes:
+            return dtype
+        return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+    def why_not(self, q, k, v, kernel_size: int, dilation: int, padding: str) -> str | None:
+        """None if it runs these arguments, else the reason it does not."""
+        failure = self.failure(q, k, v, kernel_size, dilation, padding)
+        return None if failure is None else failure[0]
+
+    def failure(self, q, k, v, kernel_size: int, dilation: int, padding: str):
+        """None if it runs these arguments, else (reason, the error to raise if it was named):
+        RuntimeError where this machine cannot run it, ValueError where the arguments are out."""
+        if not self.runs_on(q.device.type):
+            where = "/".join(t.upper() for t in self.device_types)
+            return f"it runs on {where} tensors only; q is on {q.device}", ValueError
+        compute = self.compute_dtype(q.dtype)
+        if compute not in self.dtypes:
+            allowed = ", ".join(str(d).replace("torch.", "") for d in self.dtypes)
+            return f"it computes in {allowed}, not {str(compute).replace('torch.', '')}", ValueError
+        if self.available is not None:
+            reason = self.available()
+            if reason is not None:
+                return reason, RuntimeError
+        if self.can_run is not None:
+            reason = self.can_run(q, k, v, kernel_size, dilation, padding)
+            if reason is not None:
+                return reason, ValueError
+        return None
+
+
+_REGISTRY: dict[str, SwdaImpl] = {}
+_ranked: list[SwdaImpl] = []  # auto candidates, best first
+
+
+def register(
+    name: str,
+    forward: Callable,
+    *,
+    summary: str,
+    device_types: tuple[str, ...] | None = None,
+    dtypes: tuple[torch.dtype, ...] = FULL_PRECISION,
+    available: Callable[[], str | None] | None = None,
+    can_run: Callable[..., str | None] | None = None,
+    auto_rank: int | None = None,
+) -> SwdaImpl:
+    """Add an implementation under ``name`` (each name once)."""
+    if name in _REGISTRY or name == "auto":
+        raise ValueError(f"an SWDA implementation named {name!r} is already registered")
+    impl = SwdaImpl(name, forward, summary, device_types, dtypes, available, can_run, auto_rank)
+    _REGISTRY[name] = impl
+    _ranked[:] = sorted(
+        (i for i in _REGISTRY.values() if i.auto_rank is not None), key=lambda i: i.auto_rank
+    )
+    return impl
+
+
+def impl_names() -> tuple[str, ...]:
+    """Every registered name, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def get_impl(name: str) -> SwdaImpl:
+    """The implementation registered as ``name``; ValueError naming the choices otherwise."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"impl must be 'auto' or one of {impl_names()}, got {name!r}") from None
+
+
+def is_plain_tensor(t: torch.Tensor) -> bool:
+    """False for a forward-mode dual tensor or one wrapped by a ``torch.func`` transform:
+    a kernel that reads raw memory would silently drop their tangents."""
+    if torch._C._functorch.is_functorch_wrapped_tensor(t):
+        return False
+    return torch.autograd.forward_ad.unpack_dual(t).tangent is None
+
+
+@dataclass(frozen=True)
+class ImplChoice:
+    """Which implementation ``swda`` runs for some arguments, and why.
+
+    ``rejected`` lists, in order of preference, each candidate passed over and the reason.
+    """
+
+    name: str
+    requested: str
+    device: str
+    dtype: torch.dtype
+    compute_dtype: torch.dtype
+    rejected: tuple[tuple[str, str], ...] = ()
+
+    def __str__(self) -> str:
+        how = "chosen by impl='auto'" if self.requested == "auto" else "named by impl"
+        lines = [
+            f"swda runs {self.name!r} ({how}) on {self.device} {str(self.dtype).replace('torch.', '')}"
+            + (
+                f", computing in {str(self.compute_dtype).replace('torch.', '')}"
+                if self.compute_dtype != self.dtype else ""
+            )
+        ]
+        lines += [f"  passed over {name!r}: {reason}" for name, reason in self.rejected]
+        return "\n".join(lines)
+
+
+def choose_impl(q, k, v, kernel_size: int, dilation: int, padding: str, impl: str = "auto") -> SwdaImpl:
+    """The implementation ``swda`` runs: ``impl`` itself if it can, the best one for ``"auto"``.
+
+    Raises RuntimeError when a named implementation cannot run on this machine,
+    ValueError when it does not take these arguments.
+    """
+    if impl != "auto":
+        chosen = get_impl(impl)
+        failure = chosen.failure(q, k, v, kernel_size, dilation, padding)
+        if failure is not None:
+            reason, error = failure
+            raise error(f"impl={impl!r} cannot run here: {reason}")
+        return chosen
+    for candidate in _ranked:
+        if candidate.why_not(q, k, v, kernel_size, dilation, padding) is None:
+            if _log.isEnabledFor(logging.DEBUG):
+                _log.debug("%s", explain_impl(q, k, v, kernel_size, dilation, padding=padding))
+            return candidate
+    raise RuntimeError("no registered SWDA implementation runs here")  # "shift" always does
+
+
+def explain_impl(
+    q: torch.Tensor,
+    k: torch.Tensor | None = None,
+    v: torch.Tensor | None = None,
+    kernel_size: int = 3,
+    dilation: int = 1,
+    *,
+    padding: str = "zeros",
+    impl: str = "auto",
+) -> ImplChoice:
+    """Which implementation ``swda(q, k, v, kernel_size, dilation, padding=..., impl=...)``
+    would run, and why each one preferred to it was passed over.
+
+    >>> print(explain_impl(torch.zeros(1, 1, 4, 4, 8)))  # doctest: +SKIP
+    swda runs 'cpp' (chosen by impl='auto') on cpu float32
+    """
+    k = q if k is None else k
+    v = q if v is None else v
+    check_qkv(q, k, v)
+    check_kernel_size(kernel_size)
+    check_dilation(dilation)
+    check_padding(padding)
+    dilation = min(dilation, max(q.shape[2], q.shape[3]))
+    rejected = []
+    if impl == "auto":
+        for candidate in _ranked:
+            reason = candidate.why_not(q, k, v, kernel_size, dilation, padding)
+            if reason is None:
+                chosen = candidate
+                break
+            rejected.append((candidate.name, reason))
+    else:
+        chosen = choose_impl(q, k, v, kernel_size, dilation, padding, impl)
+    return ImplChoice(
+        chosen.name, impl, str(q.device), q.dtype, chosen.compute_dtype(q.dtype), tuple(rejected)
+    )
+
+
+def available_impls(device) -> tuple[str, ...]:
+    """Names ``swda(..., impl=...)`` runs for tensors on ``device`` (besides ``"auto"``).
+
+    An implementation whose machine check fails (a C++ kernel that cannot be built,
+    Triton not installed) is left out; the first call may therefore build the C++
+    kernel (once per machine, about half a minute).
+    """
+    try:
+        device_type = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device must be a torch.device or a name such as 'cpu' or 'cuda', got {device!r}"
+        ) from None
+    return tuple(
+        impl.name
+        for impl in _REGISTRY.values()
+        if impl.runs_on(device_type) and (impl.available is None or impl.available() is None)
+    )
