@@ -163,3 +163,9 @@ def check_channels_first(x, dim: int, who: str) -> None:
         raise ValueError(
             f"{who} takes channels-first maps (B, C, H, W) with C = {dim}, got {shape}"
         )
+
+
+def check_seed(seed, name: str = "seed") -> None:
+    """A random seed: an int >= 0 (Python's or numpy's)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {seed!r}")

@@ -26,6 +26,7 @@ __all__ = [
     "window_span",
     "padding_counts",
     "inside_mask",
+    "downsampled_side",
 ]
 
 
@@ -118,3 +119,9 @@ def padding_counts(
     """Integer (height, width): how many of each query's k*k window positions lie beyond the border."""
     inside = inside_mask(height, width, kernel_size, dilation, device=device)  # H, W, k*k
     return (~inside).sum(-1)  # H, W
+
+
+def downsampled_side(side: int) -> int:
+    """The side after a 3x3 convolution with stride 2 and padding 1 (DilateFormer's stem
+    steps and its downsampling between stages): n pixels -> ceil(n / 2)."""
+    return (side + 1) // 2
