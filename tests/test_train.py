@@ -16,12 +16,11 @@ from dilate_lab.course.small_models import (
     check_arm,
     receptive_radius,
 )
+from dilate_lab.course.exercises.training import _BLOCKS_CASES, _blocks_needed
+from dilate_lab.course.loop import _lr_factor
 from dilate_lab.course.train import (
-    _BLOCKS_CASES,
     History,
     RunResult,
-    _blocks_needed,
-    _lr_factor,
     evaluate,
     fit,
     format_summary,
@@ -568,3 +567,25 @@ def test_evaluate_restores_every_submodule_mode():
     before = {m: m.training for m in model.modules()}
     evaluate(model, (torch.randn(5, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1])))
     assert {m: m.training for m in model.modules()} == before
+
+
+def test_the_module_runs_as_a_program_and_refuses_a_misplaced_option():
+    """``python -m dilate_lab.course.train`` is the documented command line: it must still run
+    as a program after the split, and check its options before loading or training anything."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "dilate_lab.course.train", "--task", "digits", "--n-train", "5"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "--n-train applies to --task longrange only" in result.stderr
+    assert result.stdout == ""
+
+
+def test_lesson07_is_reexported_from_train_for_the_notebook():
+    from dilate_lab.course import train
+    from dilate_lab.course.exercises import training
+
+    assert train.lesson07 is training.lesson07
