@@ -2,7 +2,7 @@
 
 In a notebook::
 
-    from dilate_lab.exercises_speed import lesson06
+    from dilate_lab.course.exercises import lesson06
     lesson06.swda_shift.check(my_swda_shift)   # feedback
     lesson06.swda_shift.hint()                 # a nudge
     lesson06.swda_shift.solution()             # the worked answer
@@ -23,10 +23,18 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 
-from ..checking import Exercise, Incorrect, call_answer
-from ._all import _SWDA_CASES, _diagnose_swda, _random_qkv
+from ..checking import Exercise, Incorrect
+from ._common import (
+    _SWDA_CASES,
+    _call_with_advice,
+    _check_gradients,
+    _check_untouched,
+    _diagnose_swda,
+    _FunctionRecorder,
+    _leaf_qkv,
+    _random_qkv,
+)
 
 __all__ = ["lesson06"]
 
@@ -39,17 +47,15 @@ _COPY_LIMIT = 0.5
 """A tensor whose storage holds more than this share of a k*k copy of K is refused."""
 
 
-class _CallRecorder(TorchFunctionMode):
+class _CallRecorder(_FunctionRecorder):
     """Records the torch functions called and the largest tensor storage any of them returned."""
 
     def __enter__(self):
-        self.seen = set()
         self.largest = (0, None, ())  # (bytes, function, shape)
         return super().__enter__()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        result = func(*args, **(kwargs or {}))
-        self.seen.add(func)
+        result = super().__torch_function__(func, types, args, kwargs)
         for tensor in result if isinstance(result, (tuple, list)) else (result,):
             if isinstance(tensor, torch.Tensor):
                 size = tensor.untyped_storage().nbytes()
@@ -89,55 +95,41 @@ def _shift_crash_advice(message: str) -> str:
     return ""
 
 
-def _call_with_advice(fn, calls, q, k, v, kernel_size, dilation):
-    """``call_answer`` under the recorder ``calls``; a crash names the case and gets the shift tip."""
-    where = f"(kernel_size={kernel_size}, dilation={dilation}, q of shape {tuple(q.shape)})"
-    try:
-        with calls:
-            return call_answer(fn, q, k, v, kernel_size, dilation)
-    except Incorrect as crash:
-        tip = _shift_crash_advice(str(crash))
-        raise Incorrect(f"{where} {crash}{' ' + tip if tip else ''}") from None
+def _roll_advice(mismatch: Incorrect, kernel_size: int, dilation: int) -> Incorrect:
+    """A wrong output from an answer that calls torch.roll: the wrap-around is the likely cause."""
+    roll = (
+        "You call torch.roll: it wraps around, so the key beyond the right border comes back "
+        "from the left border instead of being a zero. Pad with zeros (F.pad) and slice instead."
+    )
+    if "border pixels differ" in str(mismatch):
+        return Incorrect(
+            f"(kernel_size={kernel_size}, dilation={dilation}) pixels whose window lies on the "
+            f"map are right, but border pixels differ. {roll}"
+        )
+    return Incorrect(f"{mismatch} {roll}")
 
 
 def _check_values_and_gradients(fn) -> None:
     """Lessons 02-03's cases: output, inputs untouched, gradients; torch.roll gets its own message."""
     for case, (kernel_size, dilation, shape) in enumerate(_SWDA_CASES):
-        q, k, v = _random_qkv(shape, seed=case)
-        for t in (q, k, v):
-            t.requires_grad_(True)
-        originals = [t.detach().clone() for t in (q, k, v)]
+        (q, k, v), originals = _leaf_qkv(shape, seed=case)
         calls = _CallRecorder()
-        out = _call_with_advice(fn, calls, q, k, v, kernel_size, dilation)
+        out = _call_with_advice(fn, calls, q, k, v, kernel_size, dilation, _shift_crash_advice)
         _refuse_unfold(calls.seen)
-        for name, t, before in zip("qkv", (q, k, v), originals):
-            if not torch.equal(t.detach(), before):
-                raise Incorrect(f"your function modified its input {name} in place; leave inputs untouched.")
+        _check_untouched((q, k, v), originals)
         try:
             _diagnose_swda(out, q.detach(), k.detach(), v.detach(), kernel_size, dilation)
         except Incorrect as mismatch:
             if torch.roll not in calls.seen:
                 raise
-            roll = (
-                "You call torch.roll: it wraps around, so the key beyond the right border comes back "
-                "from the left border instead of being a zero. Pad with zeros (F.pad) and slice instead."
-            )
-            if "border pixels differ" in str(mismatch):
-                raise Incorrect(
-                    f"(kernel_size={kernel_size}, dilation={dilation}) pixels whose window lies on the "
-                    f"map are right, but border pixels differ. {roll}"
-                ) from None
-            raise Incorrect(f"{mismatch} {roll}") from None
-        if not out.requires_grad:
-            raise Incorrect(
-                "the output does not require grad: no gradient can reach q, k or v. Did you detach(), "
-                "use .item(), or build the output with torch.tensor(...)? Assemble it with torch "
-                "operations from the inputs."
-            )
-        out.sum().backward()
-        for name, t in zip("qkv", (q, k, v)):
-            if t.grad is None or not bool(t.grad.abs().sum() > 0):
-                raise Incorrect(f"no gradient reaches {name}: somewhere the computation leaves autograd.")
+            raise _roll_advice(mismatch, kernel_size, dilation) from None
+        _check_gradients(
+            out,
+            (q, k, v),
+            no_grad="the output does not require grad: no gradient can reach q, k or v. Did you detach(), "
+            "use .item(), or build the output with torch.tensor(...)? Assemble it with torch "
+            "operations from the inputs.",
+        )
 
 
 def _check_no_window_copy(fn) -> None:
@@ -145,7 +137,7 @@ def _check_no_window_copy(fn) -> None:
     kernel_size, dilation, shape = _MEMORY_CASE
     q, k, v = _random_qkv(shape, seed=99)
     calls = _CallRecorder()
-    _call_with_advice(fn, calls, q, k, v, kernel_size, dilation)
+    _call_with_advice(fn, calls, q, k, v, kernel_size, dilation, _shift_crash_advice)
     _refuse_unfold(calls.seen)
     kk = kernel_size * kernel_size
     k_bytes = k.numel() * k.element_size()
