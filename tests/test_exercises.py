@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from dilate_lab import swda
-from dilate_lab.course.exercises import lesson00, lesson01, lesson02, lesson03, lesson05
+from dilate_lab.course.exercises import lesson00, lesson01, lesson02, lesson03, lesson04, lesson05, lesson06
 
 
 def status(exercise, answer):
@@ -272,3 +272,51 @@ def test_stacked_span_feedback():
     wrong = lesson05.stacked_span.evaluate(lambda k, rs: sum((k - 1) * r for r in rs))
     assert wrong.status == "incorrect" and "expected 3" in wrong.message
     assert lesson05.stacked_span.evaluate(None).status == "not attempted"
+
+
+# --------------------------------------------------------------------------- shared by lessons 02, 04, 06
+def by_groups(attend):
+    """An MSDA answer from an SWDA one: contiguous blocks of heads, one dilation each."""
+
+    def msda(q, k, v, kernel_size, dilations):
+        n = q.shape[1] // len(dilations)
+        return torch.cat(
+            [attend(q[:, i * n : (i + 1) * n], k[:, i * n : (i + 1) * n], v[:, i * n : (i + 1) * n],
+                    kernel_size, r) for i, r in enumerate(dilations)],
+            dim=1,
+        )  # B, heads, H, W, d
+
+    return msda
+
+
+def edits_k(q, k, v, kernel_size, dilation):
+    with torch.no_grad():
+        k.mul_(2.0)
+    return swda(q, k, v, kernel_size, dilation, impl="shift")
+
+
+def cuts_k(q, k, v, kernel_size, dilation):
+    return swda(q, k.detach(), v, kernel_size, dilation, impl="shift")
+
+
+ATTENTION_EXERCISES = [
+    pytest.param(lesson02.swda_loop, lambda answer: answer, id="lesson02"),
+    pytest.param(lesson04.msda, by_groups, id="lesson04"),
+    pytest.param(lesson06.swda_shift, lambda answer: answer, id="lesson06"),
+]
+
+
+@pytest.mark.parametrize("exercise,wrap", ATTENTION_EXERCISES)
+def test_every_attention_exercise_refuses_an_answer_that_edits_its_input(exercise, wrap):
+    feedback = exercise.evaluate(wrap(edits_k))
+    assert feedback.status == "incorrect"
+    assert feedback.message == "your function modified its input k in place; leave inputs untouched."
+
+
+@pytest.mark.parametrize("exercise,wrap", ATTENTION_EXERCISES)
+def test_every_attention_exercise_names_the_input_no_gradient_reaches(exercise, wrap):
+    right = exercise.evaluate(wrap(lambda q, k, v, ks, r: swda(q, k, v, ks, r, impl="shift")))
+    assert right.correct, right.message
+    feedback = exercise.evaluate(wrap(cuts_k))
+    assert feedback.status == "incorrect"
+    assert feedback.message.startswith("no gradient reaches k: somewhere the computation leaves autograd")
