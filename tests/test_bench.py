@@ -237,3 +237,16 @@ def test_profile_rejects_bad_arguments():
             profile_ops("flex", _tiny_layout())
     with pytest.raises(ValueError, match="repeats"):
         profile_ops("fused", _tiny_layout(), repeats=0)
+
+
+def test_the_benchmark_tables_do_not_load_matplotlib():
+    """matplotlib is for the scaling figure only: importing the benchmark and running its
+    command line without --plot must not load it (a practitioner's install may lack it)."""
+    code = (
+        "import sys, dilate_lab.bench as b; "
+        "b.main(['--quick', '--device', 'cpu', '--impls', 'fused', '--threads', '1', '--repeats', '1']); "
+        "assert 'matplotlib' not in sys.modules, 'matplotlib was loaded'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "| fused | quick1 |" in result.stdout

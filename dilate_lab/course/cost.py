@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 
 from .._checks import check_dilation, check_kernel_size, check_positive_int
-from ..bench import peak_memory_bytes
+from ..bench.measure import peak_memory_bytes
 from ..functional import swda
 
 __all__ = ["global_attention", "measure_global_vs_window"]
