@@ -197,3 +197,20 @@ def test_input_size_it_cannot_take():
         model(torch.zeros(1, 3, 36, 32))
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         model(torch.zeros(1, 1, 32, 32))
+
+
+def test_configuration_is_normalised_before_building():
+    """Three stages: the first two (half, rounded up) dilated, downsampling after all but the
+    last; lists become tuples; widths 24 -> 48 -> 96, and no downsampling after the last."""
+    from dilate_lab.nn.dilateformer import DilateFormerConfig
+
+    cfg = DilateFormerConfig(img_size=[32, 64], embed_dim=24, depths=[1, 2, 1], num_heads=[3, 6, 6])
+    assert cfg.dilate_attention == (True, True, False)
+    assert cfg.downsamples == (True, True, False)
+    assert cfg.depths == (1, 2, 1) and cfg.img_size == (32, 64)
+    assert cfg.dims == [24, 48, 96] and cfg.num_features == 96 and cfg.stride == 16
+    model = DilateFormer(img_size=32, num_classes=0, embed_dim=24, depths=[1, 2, 1], num_heads=[3, 6, 6])
+    assert [len(stage.blocks) for stage in model.stages] == [1, 2, 1]
+    assert model.num_features == 96 and model.config.dims == cfg.dims
+    with pytest.raises(ValueError, match="img_size must be a multiple of the model's total stride 16"):
+        DilateFormerConfig(img_size=40, embed_dim=24, depths=[1, 2, 1], num_heads=[3, 6, 6])

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -107,6 +108,117 @@ def _image_size(img_size, stride: int) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+@dataclass(frozen=True)
+class DilateFormerConfig:
+    """A DilateFormer's configuration, checked and normalised as it is created.
+
+    ``DilateFormer.__init__`` takes the official keyword arguments; they land
+    here first, so that every one is checked (a ValueError naming it) before any
+    layer is built, and the defaults that depend on the number of stages
+    (``dilate_attention``, ``downsamples``) are filled in. After ``__post_init__``
+    the sequences are tuples, ``dilation`` is normalised by ``check_dilations``
+    and ``img_size`` is a (height, width) pair. The fields are ``DilateFormer``'s
+    arguments, documented there.
+    """
+
+    img_size: object = 224
+    in_chans: int = 3
+    num_classes: int = 1000
+    embed_dim: int = 96
+    depths: Sequence[int] = (2, 2, 6, 2)
+    num_heads: Sequence[int] = (3, 6, 12, 24)
+    kernel_size: int = 3
+    dilation: Sequence[int] = (1, 2, 3)
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    qk_scale: float | None = None
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.1
+    dilate_attention: Sequence[bool] | None = None
+    downsamples: Sequence[bool] | None = None
+    merging_way: str = "conv3_2"
+    padding: str = "zeros"
+    impl: str = "auto"
+    stem_hidden_dim: int = 16
+
+    def __post_init__(self) -> None:
+        self._check_scalars()
+        self._normalise_stages()
+        self._check_heads()
+        self._set("img_size", _image_size(self.img_size, self.stride))
+
+    def _set(self, name: str, value) -> None:
+        object.__setattr__(self, name, value)  # frozen: only __post_init__ normalises
+
+    def _check_scalars(self) -> None:
+        check_positive_int(self.in_chans, "in_chans")
+        n_cls = self.num_classes
+        if isinstance(n_cls, bool) or not isinstance(n_cls, numbers.Integral) or n_cls < 0:
+            raise ValueError(f"num_classes must be an int >= 0 (0: no head), got {n_cls!r}")
+        check_positive_int(self.embed_dim, "embed_dim")
+        check_positive_int(self.stem_hidden_dim, "stem_hidden_dim")
+
+    def _normalise_stages(self) -> None:
+        """Per-stage lists checked in the official argument order; the defaults filled in."""
+        depths = _as_list(self.depths, "depths", item=check_positive_int)
+        if not depths:
+            raise ValueError("depths must name at least one stage, e.g. (2, 2, 6, 2); got an empty list")
+        n = len(depths)
+        self._set("depths", tuple(depths))
+        self._set("num_heads", tuple(_as_list(self.num_heads, "num_heads", n, item=check_positive_int)))
+        check_kernel_size(self.kernel_size)
+        self._set("dilation", check_dilations(self.dilation))
+        check_positive_real(self.mlp_ratio, "mlp_ratio")
+        check_scale(self.qk_scale)
+        check_probability(self.drop_rate, "drop_rate")
+        check_probability(self.attn_drop_rate, "attn_drop_rate")
+        check_probability(self.drop_path_rate, "drop_path_rate")
+        dilate = self.dilate_attention
+        dilate = [i < (n + 1) // 2 for i in range(n)] if dilate is None else dilate
+        self._set("dilate_attention", tuple(_as_list(dilate, "dilate_attention", n, item=_check_bool)))
+        down = [i < n - 1 for i in range(n)] if self.downsamples is None else self.downsamples
+        self._set("downsamples", tuple(_as_list(down, "downsamples", n, item=_check_bool)))
+        if self.merging_way not in MERGING_WAYS:
+            raise ValueError(f"merging_way must be one of {MERGING_WAYS}, got {self.merging_way!r}")
+        check_padding(self.padding)
+        check_impl(self.impl)
+
+    def _check_heads(self) -> None:
+        """Every stage's heads divide its width, and split evenly over the dilations where dilated."""
+        dilation = self.dilation
+        for i, (dim, heads) in enumerate(zip(self.dims, self.num_heads)):
+            if dim % heads:
+                raise ValueError(
+                    f"num_heads[{i}] = {heads} must divide stage {i + 1}'s width {dim} "
+                    f"(embed_dim = {self.embed_dim}, doubled at every downsampling)"
+                )
+            if self.dilate_attention[i] and heads % len(dilation):
+                raise ValueError(
+                    f"num_heads[{i}] = {heads} must be a multiple of len(dilation) = "
+                    f"{len(dilation)} (dilation={dilation}), because stage {i + 1} uses "
+                    "multi-scale dilated attention and every dilation gets the same number of heads"
+                )
+
+    @property
+    def dims(self) -> list[int]:
+        """The width of every stage: embed_dim, doubled after each downsampling."""
+        dims = [self.embed_dim]
+        for down in self.downsamples[:-1]:
+            dims.append(dims[-1] * 2 if down else dims[-1])
+        return dims
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per output token along a side: 4 for the stem, 2 per downsampling."""
+        return 4 * 2 ** sum(self.downsamples)
+
+    @property
+    def num_features(self) -> int:
+        """Channels after the last stage (its downsampling, if any, doubles them)."""
+        return self.dims[-1] * 2 if self.downsamples[-1] else self.dims[-1]
+
+
 class DilateFormer(nn.Module):
     """DilateFormer image classifier: (B, in_chans, H, W) -> (B, num_classes) logits.
 
@@ -159,87 +271,62 @@ class DilateFormer(nn.Module):
         stem_hidden_dim: int = 16,
     ):
         super().__init__()
-        # ---- check the whole configuration before building anything
-        check_positive_int(in_chans, "in_chans")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 0:
-            raise ValueError(f"num_classes must be an int >= 0 (0: no head), got {num_classes!r}")
-        check_positive_int(embed_dim, "embed_dim")
-        check_positive_int(stem_hidden_dim, "stem_hidden_dim")
-        depths = _as_list(depths, "depths", item=check_positive_int)
-        if not depths:
-            raise ValueError("depths must name at least one stage, e.g. (2, 2, 6, 2); got an empty list")
-        n = len(depths)
-        num_heads = _as_list(num_heads, "num_heads", n, item=check_positive_int)
-        check_kernel_size(kernel_size)
-        dilation = check_dilations(dilation)
-        check_positive_real(mlp_ratio, "mlp_ratio")
-        check_scale(qk_scale)
-        check_probability(drop_rate, "drop_rate")
-        check_probability(attn_drop_rate, "attn_drop_rate")
-        check_probability(drop_path_rate, "drop_path_rate")
-        if dilate_attention is None:
-            dilate_attention = [i < (n + 1) // 2 for i in range(n)]
-        dilate_attention = _as_list(dilate_attention, "dilate_attention", n, item=_check_bool)
-        if downsamples is None:
-            downsamples = [i < n - 1 for i in range(n)]
-        downsamples = _as_list(downsamples, "downsamples", n, item=_check_bool)
-        if merging_way not in MERGING_WAYS:
-            raise ValueError(f"merging_way must be one of {MERGING_WAYS}, got {merging_way!r}")
-        check_padding(padding)
-        check_impl(impl)
-        dims = [embed_dim]
-        for i in range(n - 1):
-            dims.append(dims[-1] * 2 if downsamples[i] else dims[-1])
-        for i, (dim, heads) in enumerate(zip(dims, num_heads)):
-            if dim % heads:
-                raise ValueError(
-                    f"num_heads[{i}] = {heads} must divide stage {i + 1}'s width {dim} "
-                    f"(embed_dim = {embed_dim}, doubled at every downsampling)"
-                )
-            if dilate_attention[i] and heads % len(dilation):
-                raise ValueError(
-                    f"num_heads[{i}] = {heads} must be a multiple of len(dilation) = "
-                    f"{len(dilation)} (dilation={dilation}), because stage {i + 1} uses "
-                    "multi-scale dilated attention and every dilation gets the same number of heads"
-                )
-        self.stride = 4 * 2 ** sum(downsamples)
-        self.img_size = _image_size(img_size, self.stride)
-
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.embed_dim = embed_dim
-        self.depths = tuple(depths)
-        self.num_heads = tuple(num_heads)
-        self.dilation = dilation
-        self.dilate_attention = tuple(dilate_attention)
-        self.downsamples = tuple(downsamples)
-        self.num_features = dims[-1] * 2 if downsamples[-1] else dims[-1]
+        # the whole configuration is checked before anything is built
+        cfg = DilateFormerConfig(
+            img_size=img_size, in_chans=in_chans, num_classes=num_classes, embed_dim=embed_dim,
+            depths=depths, num_heads=num_heads, kernel_size=kernel_size, dilation=dilation,
+            mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop_rate=drop_rate,
+            attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate,
+            dilate_attention=dilate_attention, downsamples=downsamples, merging_way=merging_way,
+            padding=padding, impl=impl, stem_hidden_dim=stem_hidden_dim,
+        )
+        self.config = cfg
+        self.stride = cfg.stride
+        self.img_size = cfg.img_size
+        self.in_chans = cfg.in_chans
+        self.num_classes = cfg.num_classes
+        self.embed_dim = cfg.embed_dim
+        self.depths = cfg.depths
+        self.num_heads = cfg.num_heads
+        self.dilation = cfg.dilation
+        self.dilate_attention = cfg.dilate_attention
+        self.downsamples = cfg.downsamples
+        self.num_features = cfg.num_features
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
 
-        # ---- build
-        self.patch_embed = PatchEmbed(in_chans, embed_dim, stem_hidden_dim)
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        # built in the official order (stem, stages, norm, head): the default
+        # initialisations draw from the global generator in that order
+        self.patch_embed = PatchEmbed(cfg.in_chans, cfg.embed_dim, cfg.stem_hidden_dim)
+        rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
         self.stages = nn.ModuleList()
-        for i in range(n):
-            dim = dims[i]
-            common = dict(
-                dim=dim, num_heads=num_heads[i], mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate, norm_layer=norm_layer,
-            )
-            stage_rates = rates[sum(depths[:i]) : sum(depths[: i + 1])]
-            if dilate_attention[i]:
-                blocks = [
-                    DilateBlock(**common, drop_path=p, kernel_size=kernel_size, dilation=dilation,
-                                padding=padding, impl=impl)
-                    for p in stage_rates
-                ]
-            else:
-                blocks = [GlobalBlock(**common, drop_path=p) for p in stage_rates]
-            downsample = PatchMerging(dim, dim * 2, merging_way) if downsamples[i] else nn.Identity()
-            self.stages.append(DilateFormerStage(blocks, downsample))
+        for i in range(len(cfg.depths)):
+            stage_rates = rates[sum(cfg.depths[:i]) : sum(cfg.depths[: i + 1])]
+            self.stages.append(self._build_stage(cfg, i, stage_rates, norm_layer))
         self.norm = norm_layer(self.num_features)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = nn.Linear(self.num_features, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
         self.apply(self._init_weights)
+
+    @staticmethod
+    def _build_stage(cfg: DilateFormerConfig, i: int, drop_paths: list[float], norm_layer) -> DilateFormerStage:
+        """Stage ``i``: one block per drop-path rate (DilateBlock or GlobalBlock), then its downsampling."""
+        dim = cfg.dims[i]
+        common = dict(
+            dim=dim, num_heads=cfg.num_heads[i], mlp_ratio=cfg.mlp_ratio, qkv_bias=cfg.qkv_bias,
+            qk_scale=cfg.qk_scale, drop=cfg.drop_rate, attn_drop=cfg.attn_drop_rate,
+            norm_layer=norm_layer,
+        )
+        if cfg.dilate_attention[i]:
+            blocks = [
+                DilateBlock(**common, drop_path=p, kernel_size=cfg.kernel_size, dilation=cfg.dilation,
+                            padding=cfg.padding, impl=cfg.impl)
+                for p in drop_paths
+            ]
+        else:
+            blocks = [GlobalBlock(**common, drop_path=p) for p in drop_paths]
+        downsample = (
+            PatchMerging(dim, dim * 2, cfg.merging_way) if cfg.downsamples[i] else nn.Identity()
+        )
+        return DilateFormerStage(blocks, downsample)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
