@@ -24,13 +24,14 @@ Both return a ``(train, test)`` pair of ``ImageSet`` s: float32 images
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from .._checks import check_positive_int
+from .._checks import check_positive_int, check_seed
 
 __all__ = [
     "ImageSet",
@@ -92,11 +93,6 @@ def _check_fraction(value, name: str) -> None:
         raise ValueError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
 
 
-def _check_seed(seed) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-
-
 # ---------------------------------------------------------------------------
 # scikit-learn's digits
 # ---------------------------------------------------------------------------
@@ -117,7 +113,7 @@ def load_digits_data(
         raise ValueError(f"standardize must be True or False, got {standardize!r}")
     check_positive_int(size, "size")
     _check_fraction(test_fraction, "test_fraction")
-    _check_seed(seed)
+    check_seed(seed)
     try:
         from sklearn.datasets import load_digits
     except ImportError as error:  # pragma: no cover - scikit-learn is in requirements.txt
@@ -233,30 +229,8 @@ def _random_layout(rng, cells, distance, n_distractors, n_colours, same) -> Long
     return LongRangeLayout(marks, (c1, c2), distractors, greys)
 
 
-def make_longrange_data(
-    n_train: int = 2000,
-    n_test: int = 500,
-    cells: int = 6,
-    cell: int = 4,
-    distance: int = 3,
-    n_colours: int = 2,
-    n_distractors: int = 3,
-    noise: float = 0.05,
-    seed: int = 0,
-) -> tuple[ImageSet, ImageSet]:
-    """The "same colour?" task: two coloured marks exactly ``distance`` cells apart.
-
-    Images are (N, 3, cells*cell, cells*cell): a ``cells`` x ``cells`` grid of
-    ``cell``-pixel cells, so that a model whose stem has stride ``cell`` puts
-    one token on every cell. Two cells in one row (or one column),
-    ``distance`` apart, hold marks coloured with one of the first ``n_colours``
-    of ``MARK_COLOURS`` (red and blue by default); label 1 ("same") when the
-    colours are equal, 0 ("different") otherwise, half and half. With two
-    colours the label is the parity of the two marks' colours: either mark
-    alone says nothing about it. ``n_distractors`` other cells hold grey blocks; Gaussian noise of
-    standard deviation ``noise`` covers everything. Seeded: the same
-    arguments give the same tensors on every machine (numpy's generator).
-    """
+def _check_longrange_args(n_train, n_test, cells, cell, distance, n_colours, n_distractors, noise, seed):
+    """Every argument of ``make_longrange_data``, checked before anything is drawn."""
     for name, value in (("n_train", n_train), ("n_test", n_test), ("cells", cells), ("cell", cell)):
         check_positive_int(value, name)
     check_positive_int(distance, "distance")
@@ -281,25 +255,58 @@ def make_longrange_data(
         )
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
         raise ValueError(f"noise must be a number >= 0 (a standard deviation), got {noise!r}")
-    _check_seed(seed)
+    check_seed(seed)
 
-    rng = np.random.default_rng(seed)
+
+def _build_longrange(rng, cells, cell, distance, n_colours, n_distractors, noise, n):
+    """``n`` images of the long-range task drawn from ``rng``: (images, labels, layouts).
+
+    The draws come in a fixed order (labels, layouts, then all the noise at once),
+    so that a seed gives the same tensors on every machine.
+    """
     size = cells * cell
+    same = rng.permutation(np.arange(n) % 2 == 0)  # exactly half "same" (n even)
+    layouts = tuple(
+        _random_layout(rng, cells, distance, n_distractors, n_colours, bool(s)) for s in same
+    )
+    noise_all = rng.normal(0.0, noise, size=(n, 3, size, size)) if noise > 0 else None
+    images = torch.stack(
+        [
+            render_longrange(lay, cells, cell, None if noise_all is None else noise_all[i])
+            for i, lay in enumerate(layouts)
+        ]
+    )  # N, 3, size, size
+    labels = torch.tensor([lay.label for lay in layouts], dtype=torch.int64)  # N
+    return images, labels, layouts
 
-    def build(n):
-        same = rng.permutation(np.arange(n) % 2 == 0)  # exactly half "same" (n even)
-        layouts = tuple(
-            _random_layout(rng, cells, distance, n_distractors, n_colours, bool(s)) for s in same
-        )
-        noise_all = rng.normal(0.0, noise, size=(n, 3, size, size)) if noise > 0 else None
-        images = torch.stack(
-            [
-                render_longrange(lay, cells, cell, None if noise_all is None else noise_all[i])
-                for i, lay in enumerate(layouts)
-            ]
-        )  # N, 3, size, size
-        labels = torch.tensor([lay.label for lay in layouts], dtype=torch.int64)  # N
-        return images, labels, layouts
+
+def make_longrange_data(
+    n_train: int = 2000,
+    n_test: int = 500,
+    cells: int = 6,
+    cell: int = 4,
+    distance: int = 3,
+    n_colours: int = 2,
+    n_distractors: int = 3,
+    noise: float = 0.05,
+    seed: int = 0,
+) -> tuple[ImageSet, ImageSet]:
+    """The "same colour?" task: two coloured marks exactly ``distance`` cells apart.
+
+    Images are (N, 3, cells*cell, cells*cell): a ``cells`` x ``cells`` grid of
+    ``cell``-pixel cells, so that a model whose stem has stride ``cell`` puts
+    one token on every cell. Two cells in one row (or one column),
+    ``distance`` apart, hold marks coloured with one of the first ``n_colours``
+    of ``MARK_COLOURS`` (red and blue by default); label 1 ("same") when the
+    colours are equal, 0 ("different") otherwise, half and half. With two
+    colours the label is the parity of the two marks' colours: either mark
+    alone says nothing about it. ``n_distractors`` other cells hold grey blocks; Gaussian noise of
+    standard deviation ``noise`` covers everything. Seeded: the same
+    arguments give the same tensors on every machine (numpy's generator).
+    """
+    _check_longrange_args(n_train, n_test, cells, cell, distance, n_colours, n_distractors, noise, seed)
+    rng = np.random.default_rng(seed)
+    build = partial(_build_longrange, rng, cells, cell, distance, n_colours, n_distractors, noise)
 
     source = (
         f"generated by dilate_lab.make_longrange_data: {cells}x{cells} cells of {cell}x{cell} "
