@@ -72,6 +72,43 @@ class ShapeRow:
         return int(np.prod(self.shape, dtype=np.int64))
 
 
+def _label_steps(steps, kernel_size: int, dilations: tuple[int, ...]) -> list[ShapeRow]:
+    """The traced steps as ``ShapeRow`` s: each SWDA step named after its dilation group.
+
+    The tracer reports a group's own steps ("group 0 k (...)") and then the
+    generic SWDA steps inside it; a SWDA step belongs to the group named last,
+    until that group's output. A tensor with k*k times the elements of its
+    group's K is flagged as an unfolded copy.
+    """
+    input_bytes = steps[0].nbytes
+    kk = kernel_size * kernel_size
+    rows: list[ShapeRow] = []
+    group: int | None = None
+    group_k_numel: dict[int, int] = {}
+    for traced in steps:
+        name = traced.name
+        match = _GROUP_STEP.match(name)
+        if match:
+            group = int(match.group(1))
+            if " k (" in name:
+                group_k_numel[group] = int(np.prod(traced.shape, dtype=np.int64))
+        elif name in _SWDA_STEPS and group is not None:
+            name = f"group {group} {name} (dilation {dilations[group]})"
+        else:
+            group = None
+        numel = int(np.prod(traced.shape, dtype=np.int64))
+        kk_copy = kk > 1 and group is not None and numel == kk * group_k_numel.get(group, -1)
+        rows.append(
+            ShapeRow(
+                name, traced.shape, traced.dtype, traced.nbytes, traced.note,
+                group, kk_copy, traced.nbytes / input_bytes,
+            )
+        )
+        if name.startswith(f"group {group} output"):
+            group = None
+    return rows
+
+
 def trace_msda_shapes(
     batch: int = 1,
     channels: int = 72,
@@ -110,33 +147,7 @@ def trace_msda_shapes(
     with torch.no_grad(), trace_tensors() as steps:
         module(x)
 
-    input_bytes = steps[0].nbytes
-    kk = kernel_size * kernel_size
-    rows: list[ShapeRow] = []
-    group: int | None = None
-    group_k_numel: dict[int, int] = {}
-    for traced in steps:
-        name = traced.name
-        match = _GROUP_STEP.match(name)
-        if match:
-            group = int(match.group(1))
-            if " k (" in name:
-                group_k_numel[group] = int(np.prod(traced.shape, dtype=np.int64))
-        elif name in _SWDA_STEPS and group is not None:
-            name = f"group {group} {name} (dilation {dilations[group]})"
-        else:
-            group = None
-        numel = int(np.prod(traced.shape, dtype=np.int64))
-        kk_copy = kk > 1 and group is not None and numel == kk * group_k_numel.get(group, -1)
-        rows.append(
-            ShapeRow(
-                name, traced.shape, traced.dtype, traced.nbytes, traced.note,
-                group, kk_copy, traced.nbytes / input_bytes,
-            )
-        )
-        if name.startswith(f"group {group} output"):
-            group = None
-    return rows
+    return _label_steps(steps, kernel_size, dilations)
 
 
 # ---------------------------------------------------------------------------
