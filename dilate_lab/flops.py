@@ -140,6 +140,40 @@ def _image_size(img_size) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+def _checked_input(model, img_size, in_chans) -> tuple[tuple[int, int], int]:
+    """(height, width) and channels of the image ``count_flops`` runs: checked, and checked
+    against the model itself (``check_input``) so that a bad size is named here, not deep in a layer."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    size = _image_size(getattr(model, "img_size", 224) if img_size is None else img_size)
+    chans = getattr(model, "in_chans", 3) if in_chans is None else in_chans
+    if isinstance(chans, bool) or not isinstance(chans, numbers.Integral) or chans < 1:
+        raise ValueError(f"in_chans must be a positive int, got {chans!r}")
+    check = getattr(model, "check_input", None)
+    if check is not None:
+        try:
+            check(torch.zeros(1, chans, *size))
+        except ValueError as err:
+            raise ValueError(f"img_size {size} does not fit this model: {err}") from None
+    return size, chans
+
+
+def _run_once_in_eval(model: nn.Module, chans: int, size: tuple[int, int]) -> None:
+    """One forward pass on a zero image, in eval mode and without gradients, on the model's
+    device and dtype; every submodule's training mode is restored afterwards."""
+    modes = {module: module.training for module in model.modules()}  # restored one by one
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, chans, *size, device=device, dtype=dtype))  # 1, C, H, W
+    finally:
+        for module, training in modes.items():
+            module.training = training
+
+
 def count_flops(model: nn.Module, img_size=None, in_chans: int | None = None) -> FlopCount:
     """FLOPs (multiply-accumulates, fvcore's rules) of ``model`` on one image.
 
@@ -153,22 +187,9 @@ def count_flops(model: nn.Module, img_size=None, in_chans: int | None = None) ->
     The model runs once, in eval mode and without gradients, on a zero image;
     its training mode is restored afterwards.
     """
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    size = _image_size(getattr(model, "img_size", 224) if img_size is None else img_size)
-    chans = getattr(model, "in_chans", 3) if in_chans is None else in_chans
-    if isinstance(chans, bool) or not isinstance(chans, numbers.Integral) or chans < 1:
-        raise ValueError(f"in_chans must be a positive int, got {chans!r}")
-    check = getattr(model, "check_input", None)
-    if check is not None:
-        try:
-            check(torch.zeros(1, chans, *size))
-        except ValueError as err:
-            raise ValueError(f"img_size {size} does not fit this model: {err}") from None
-
+    size, chans = _checked_input(model, img_size, in_chans)
     by_part: dict[str, int] = defaultdict(int)
     by_operator: dict[str, int] = {op: 0 for op in OPERATORS}
-    handles = []
 
     def hook_for(name, counter):
         def hook(module, inputs, output):
@@ -178,23 +199,16 @@ def count_flops(model: nn.Module, img_size=None, in_chans: int | None = None) ->
 
         return hook
 
+    handles = []
     for name, module in model.named_modules():
         counter = _counter_for(module)
         if counter is not None:
             handles.append(module.register_forward_hook(hook_for(name, counter)))
-    modes = {module: module.training for module in model.modules()}  # restored one by one
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, chans, *size, device=device, dtype=dtype))
+        _run_once_in_eval(model, chans, size)
     finally:
         for handle in handles:
             handle.remove()
-        for module, training in modes.items():
-            module.training = training
     return FlopCount(
         img_size=size,
         total=sum(by_part.values()),
