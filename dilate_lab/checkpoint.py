@@ -213,8 +213,8 @@ def compare_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor]
 
 def _describe(model: torch.nn.Module) -> str:
     if isinstance(model, DilateFormer):
-        return f"the model (depths {model.depths}, embed_dim {model.embed_dim}, " \
-               f"num_classes {model.num_classes})"
+        return (f"the model (depths {model.depths}, embed_dim {model.embed_dim}, "
+                f"num_classes {model.num_classes})")
     return f"the model ({type(model).__name__})"
 
 
@@ -265,6 +265,9 @@ def load_checkpoint(model_or_name, path, *, strict: bool = True, map_location="c
         **model_kwargs: when building, constructor arguments that override the
             inferred ones or are not in the weights (``img_size``, ``impl``,
             ``drop_path_rate``, ``num_heads``, ``num_classes`` with strict=False...).
+
+    Returns the model, in the mode it had: a model built here is in training
+    mode, as every new module is; call ``.eval()`` before inference.
     """
     if isinstance(model_or_name, torch.nn.Module):
         if model_kwargs:
@@ -289,8 +292,8 @@ def load_checkpoint(model_or_name, path, *, strict: bool = True, map_location="c
         if strict:
             hint = (f"pass None as model_or_name to build the architecture it holds{_held(state)}"
                     if isinstance(model_or_name, torch.nn.Module) else
-                    "is it a DilateFormer checkpoint? a num_classes or num_heads given to "
-                    "load_checkpoint must match the file")
+                    "is it a DilateFormer checkpoint? constructor arguments given to "
+                    "load_checkpoint (num_classes, depths...) must match the file")
             raise ValueError(
                 f"{where}:\n{report.summary()}\nTo load anyway what fits, pass strict=False; "
                 f"or {hint}."
