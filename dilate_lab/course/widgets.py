@@ -1,8 +1,9 @@
 """The course's interactive explorers: ipywidgets controls wired to the pure figure functions.
 
 Each explorer is an ``ipywidgets.VBox``: its controls on top, a message line,
-and the picture, a PNG that the figure function in ``dilate_lab.figures``
-draws on every change (or, for the shape tracer, an HTML table). Nothing is
+and the picture, a PNG that the figure function in ``dilate_lab.course.figures``
+draws on every change (or, for the shape tracer, the HTML table of
+``figures.shape_table_html``). Nothing is
 computed here that a figure function or ``dilate_lab.shapes`` does not already
 compute, so what a learner sees in a widget is exactly the static figure of the
 lesson with other arguments.
@@ -33,7 +34,6 @@ import ipywidgets as widgets
 from matplotlib.figure import Figure
 
 from . import figures
-from .figures import speed as speed_figures
 from .images import load_sample_image
 from .shapes import block_attention, trace_msda_shapes
 
@@ -215,15 +215,24 @@ class Explorer(widgets.VBox):
         self.render_seconds = time.perf_counter() - start
 
 
-def _clamp_query(explorer: Explorer, changed: str) -> None:
-    """Keep the row and column sliders on the map when its size changes."""
-    if changed != "size":
-        return
-    size = explorer.controls["size"].value
-    for key in ("row", "col"):
-        slider = explorer.controls[key]
-        slider.value = min(slider.value, size - 1)
-        slider.max = size - 1
+def _clamp_to_map(*sizes: tuple[str, str]) -> Callable[[Explorer, str], None]:
+    """A ``sync`` that keeps the query's sliders on the map when its size changes.
+
+    ``sizes``: (size control, row or col control) pairs, e.g. ("size", "row").
+    """
+
+    def sync(explorer: Explorer, changed: str) -> None:
+        for size_key, key in sizes:
+            if changed != size_key:
+                continue
+            slider, size = explorer.controls[key], explorer.controls[size_key].value
+            slider.value = min(slider.value, size - 1)
+            slider.max = size - 1
+
+    return sync
+
+
+_clamp_query = _clamp_to_map(("size", "row"), ("size", "col"))  # one slider for a square map's side
 
 
 # ---------------------------------------------------------------------------
@@ -289,35 +298,6 @@ def multi_scale_explorer(
 # ---------------------------------------------------------------------------
 # 3. tensor shapes through MSDA
 # ---------------------------------------------------------------------------
-def _shape_table_html(rows) -> str:
-    """An HTML table of ``trace_msda_shapes`` rows; the k*k copies of K and V in red."""
-    input_bytes = rows[0].nbytes
-    total = sum(row.nbytes for row in rows)
-    copies = sum(row.nbytes for row in rows if row.kk_copy)
-    lines = [
-        '<table class="dl-shape-table" style="border-collapse: collapse; font-family: monospace; font-size: 12px">',
-        "<tr><th align='left'>step</th><th align='left'>shape</th><th>dtype</th>"
-        "<th align='right'>memory (1 KiB = 1024 B)</th><th align='right'>x input</th></tr>",
-    ]
-    for row in rows:
-        style = ' style="background: #fdd; color: #a00"' if row.kk_copy else ""
-        css = "dl-kk-row" if row.kk_copy else "dl-row"
-        lines.append(
-            f'<tr class="{css}"{style}><td>{html.escape(row.step)}</td><td>{tuple(row.shape)}</td>'
-            f"<td>{str(row.dtype).replace('torch.', '')}</td>"
-            f"<td align='right'>{figures.format_bytes(row.nbytes)}</td>"
-            f"<td align='right'>{row.nbytes / input_bytes:.2f}</td></tr>"
-        )
-    lines.append("</table>")
-    summary = (
-        f"<p class='dl-shape-summary'>{len(rows)} tensors, {figures.format_bytes(total)} in all; "
-        f"<b style='color: #a00'>{figures.format_bytes(copies)} ({100 * copies / total:.0f}%)</b> "
-        "in the k*k copies of K and V that unfold makes (red rows)."
-        " Shapes from a real forward pass on the meta device.</p>"
-    )
-    return summary + "\n".join(lines)
-
-
 def shape_tracer(
     batch: int = 1, channels: int = 72, height: int = 14, width: int = 14, num_heads: int = 3,
     kernel_size: int = 3, dilations: str = "1, 2, 3", impl: str = "unfold",
@@ -347,10 +327,9 @@ def shape_tracer(
         rows = trace_msda_shapes(
             batch, channels, height, width, num_heads, kernel_size, parse_dilations(dilations), impl=impl
         )
-        return _shape_table_html(rows)
+        return figures.shape_table_html(rows)
 
-    explorer = Explorer("shape-tracer", controls, draw)
-    return explorer
+    return Explorer("shape-tracer", controls, draw)
 
 
 # ---------------------------------------------------------------------------
@@ -463,15 +442,6 @@ def coverage_explorer(size: int = 8, kernel_size: int = 3, dilations: str = "1, 
 # ---------------------------------------------------------------------------
 # 8. nn.Unfold column by column, lesson 03
 # ---------------------------------------------------------------------------
-def _clamp_unfold_query(explorer: Explorer, changed: str) -> None:
-    if changed not in ("height", "width"):
-        return
-    for key, size_key in (("row", "height"), ("col", "width")):
-        slider, size = explorer.controls[key], explorer.controls[size_key].value
-        slider.value = min(slider.value, size - 1)
-        slider.max = size - 1
-
-
 def unfold_explorer(
     height: int = 4, width: int = 4, kernel_size: int = 3, dilation: int = 1, row: int = 1, col: int = 1
 ) -> Explorer:
@@ -488,7 +458,7 @@ def unfold_explorer(
     def draw(dilation, kernel_size, height, width, row, col):
         return figures.plot_unfold_columns(height, width, kernel_size, dilation, row, col)
 
-    return Explorer("unfold", controls, draw, sync=_clamp_unfold_query)
+    return Explorer("unfold", controls, draw, sync=_clamp_to_map(("height", "row"), ("width", "col")))
 
 
 # ---------------------------------------------------------------------------
@@ -504,7 +474,7 @@ def shifted_views_explorer(kernel_size: int = 3, dilation: int = 2, row: int = 1
     }
 
     def draw(dilation, kernel_size, row, col):
-        return speed_figures.plot_shifted_views(6, 6, kernel_size, dilation, row, col)
+        return figures.plot_shifted_views(6, 6, kernel_size, dilation, row, col)
 
     return Explorer("shifted-views", controls, draw)
 
@@ -524,6 +494,6 @@ def block_mask_explorer(side: int = 16, dilation: int = 2, block_size: int = 32)
     controls["side"].add_class("dl-size")
 
     def draw(dilation, block_size, side):
-        return speed_figures.plot_block_mask(height=side, width=side, dilation=dilation, block_size=block_size)
+        return figures.plot_block_mask(height=side, width=side, dilation=dilation, block_size=block_size)
 
     return Explorer("block-mask", controls, draw)

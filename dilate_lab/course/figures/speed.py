@@ -1,16 +1,13 @@
-"""Figures of lesson 06 (GPU and speed): pure matplotlib functions that each return a ``Figure``.
+"""Figures of lesson 06 (GPU and speed): the copy-free shifted views, and where the time goes.
 
-- ``plot_shifted_views``: the idea behind the copy-free implementations. Pad K
-  once; window position ``o`` of *every* query is then one H x W slice of the
-  padded K, shifted by that position's offset. The k*k slices line up with the
-  queries: element [i, j] of slice o is key o of query (i, j).
-- ``window_block_usage`` and ``plot_block_mask``: what a block-sparse GPU kernel
-  such as FlexAttention computes for SWDA. It flattens the map row by row,
-  cuts queries and keys into blocks of ``block_size`` and computes every
-  (query block, key block) tile that holds at least one window pair, whole.
+- ``shifted_views`` / ``plot_shifted_views``: the idea behind the copy-free
+  implementations. Pad K once; window position ``o`` of *every* query is then
+  one H x W slice of the padded K, shifted by that position's offset. The k*k
+  slices line up with the queries: element [i, j] of slice o is key o of query (i, j).
 - ``plot_time_breakdown``: where the time goes, from ``dilate_lab.bench.profile_ops``.
 
-Like ``dilate_lab.figures``, these draw on ``matplotlib.figure.Figure`` (never
+What a block-sparse kernel computes (``plot_block_mask``) is in ``blocks``.
+Like the other figures, these draw on ``matplotlib.figure.Figure`` (never
 pyplot), give the artists that carry meaning a ``gid``, and print the call that
 produced a map figure at its foot.
 """
@@ -21,36 +18,84 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from matplotlib.collections import PatchCollection
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
-from matplotlib.legend_handler import HandlerTuple
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from ..._checks import check_dilation, check_kernel_size, check_positive_int
-from ._all import _ATTENDED_COLOR, _BEYOND_COLOR, _QUERY_COLOR, _call_text, _cells, _check_query, _draw_map
 from ...geometry import window_offsets
+from ._style import _BEYOND_COLOR, _QUERY_COLOR, _call_text, _cells, _check_query, _draw_map, _footer, _no_ticks, _star
 
 __all__ = [
-    "BlockUsage",
-    "window_block_usage",
+    "ShiftedView",
+    "shifted_views",
     "plot_shifted_views",
-    "plot_block_mask",
     "plot_time_breakdown",
 ]
 
 _VIEW_COLOR = "tab:blue"
-_BLOCK_COLOR = "tab:orange"
-_BAND_COLORS = ("0.97", "0.82")  # key blocks on the map: even blocks, odd blocks
 _MAX_VIEW_KERNEL = 5
 _MAX_VIEW_MAP = 16
-_MAX_DENSE_PIXELS = 1024
 
 
 # ---------------------------------------------------------------------------
 # 1. the k*k shifted views of the zero-padded K
 # ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ShiftedView:
+    """Window position ``o`` as one H x W slice of the zero-padded K, and the query's key in it."""
+
+    index: int
+    """o, in window (``F.unfold``) order: o = a * k + b."""
+    shift: tuple[int, int]
+    """(row, col) offset of the view from the map: ((a - k//2) * r, (b - k//2) * r)."""
+    rows: tuple[int, int]
+    """The view is ``K_pad[rows[0]:rows[1], cols[0]:cols[1]]``: start a * r, length H."""
+    cols: tuple[int, int]
+    key: tuple[int, int]
+    """Map coordinates of the view's element [row, col]: key o of the query (may lie in the padding)."""
+    on_map: bool
+
+
+def _check_view_sizes(height: int, width: int, kernel_size: int) -> None:
+    if kernel_size > _MAX_VIEW_KERNEL:
+        raise ValueError(
+            f"kernel_size must be at most {_MAX_VIEW_KERNEL} here (one panel per window position), "
+            f"got {kernel_size}"
+        )
+    if max(height, width) > _MAX_VIEW_MAP:
+        raise ValueError(
+            f"height and width must be at most {_MAX_VIEW_MAP} here (so that cells stay readable), "
+            f"got {height} x {width}"
+        )
+
+
+def shifted_views(
+    height: int, width: int, kernel_size: int, dilation: int, row: int, col: int
+) -> list[ShiftedView]:
+    """The k*k views of K padded by p = r * (k // 2), and where each puts key o of the query (row, col).
+
+    View o = (a, b) starts at (a * r, b * r) of the padded K, so its element
+    [row, col] is K_pad[row + a * r, col + b * r] = K[row + (a - k//2) * r, col + (b - k//2) * r]:
+    the query's window position o, exactly as ``dilated_window`` lists it.
+    Kernels up to 5 and maps up to 16 x 16 (one readable panel per view).
+    """
+    _check_query(row, col, height, width)
+    check_kernel_size(kernel_size)
+    check_dilation(dilation)
+    _check_view_sizes(height, width, kernel_size)
+    views = []
+    for o, (d_row, d_col) in enumerate(window_offsets(kernel_size, dilation)):
+        a, b = divmod(o, kernel_size)
+        key = (row + d_row, col + d_col)
+        views.append(ShiftedView(
+            o, (d_row, d_col), (a * dilation, a * dilation + height), (b * dilation, b * dilation + width), key,
+            0 <= key[0] < height and 0 <= key[1] < width,
+        ))
+    return views
+
+
 def plot_shifted_views(
     height: int = 6, width: int = 6, kernel_size: int = 3, dilation: int = 2, row: int = 1, col: int = 4
 ) -> Figure:
@@ -70,64 +115,16 @@ def plot_shifted_views(
     query's key in it), ``"shift-o"`` (the arrow; not drawn for the centre), and
     ``"query"`` and ``"padded-K"`` in every panel; ``"legend"`` (the figure's legend).
     """
-    _check_query(row, col, height, width)
-    check_kernel_size(kernel_size)
-    check_dilation(dilation)
-    if kernel_size > _MAX_VIEW_KERNEL:
-        raise ValueError(
-            f"kernel_size must be at most {_MAX_VIEW_KERNEL} here (one panel per window position), "
-            f"got {kernel_size}"
-        )
-    if max(height, width) > _MAX_VIEW_MAP:
-        raise ValueError(
-            f"height and width must be at most {_MAX_VIEW_MAP} here (so that cells stay readable), "
-            f"got {height} x {width}"
-        )
+    views = shifted_views(height, width, kernel_size, dilation, row, col)
     pad = dilation * (kernel_size // 2)
     side = max(height, width) + 2 * pad
     panel = min(2.3, 0.6 + 0.17 * side)
     fig_height = panel * kernel_size + 2.2  # panels, the title, the legend and the call
     fig = Figure(figsize=(max(6.0, panel * kernel_size + 0.4), fig_height), dpi=80)
     axes = fig.subplots(kernel_size, kernel_size, squeeze=False)
-    for o, (d_row, d_col) in enumerate(window_offsets(kernel_size, dilation)):
-        a, b = divmod(o, kernel_size)
-        ax = axes[a][b]
-        _draw_map(ax, height, width, pad)
-        padded = Rectangle(
-            (-pad - 0.5, -pad - 0.5), width + 2 * pad, height + 2 * pad,
-            facecolor="white", edgecolor="0.6", hatch="..", lw=0.5, zorder=-1, gid="padded-K",
-        )
-        ax.add_patch(padded)
-        view = Rectangle(
-            (d_col - 0.5, d_row - 0.5), width, height,
-            facecolor=_VIEW_COLOR, edgecolor=_VIEW_COLOR, alpha=0.25, lw=1.5, zorder=3, gid=f"view-{o}",
-        )
-        ax.add_patch(view)
-        key = (row + d_row, col + d_col)
-        on_map = 0 <= key[0] < height and 0 <= key[1] < width
-        style = (
-            dict(facecolor="none", edgecolor=_QUERY_COLOR, lw=2.0)
-            if on_map
-            else dict(facecolor="none", edgecolor=_BEYOND_COLOR, hatch="xxx", lw=1.2)
-        )
-        ax.add_collection(_cells([key], f"key-{o}", inset=0.05, zorder=5, **style))
-        if (d_row, d_col) != (0, 0):
-            arrow = ax.annotate(
-                "", xy=(key[1], key[0]), xytext=(col, row), zorder=6,
-                arrowprops=dict(arrowstyle="->", color="black", lw=1.0, shrinkA=3, shrinkB=3),
-            )
-            arrow.set_gid(f"shift-{o}")
-        ax.plot([col], [row], marker="*", ms=9, color=_QUERY_COLOR, mec="black", ls="none", zorder=7,
-                gid="query")
-        ax.set_xlim(-pad - 0.5, width + pad - 0.5)
-        ax.set_ylim(height + pad - 0.5, -pad - 0.5)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(
-            f"o={o}: shift ({d_row:+d}, {d_col:+d})\nK_pad[{a * dilation}:{a * dilation + height}, "
-            f"{b * dilation}:{b * dilation + width}]",
-            fontsize=7,
-        )
+    for view in views:
+        a, b = divmod(view.index, kernel_size)
+        _draw_view(axes[a][b], view, height, width, pad, row, col)
     fig.suptitle(
         f"{kernel_size * kernel_size} views of K zero-padded to {height + 2 * pad} x {width + 2 * pad}. "
         f"Blue: the {height} x {width} slice of padded K that forms view o;\n"
@@ -135,6 +132,53 @@ def plot_shifted_views(
         f"key o of the query {(row, col)}",
         fontsize=8,
     )
+    _views_legend(fig, height, width, row, col, fig_height)
+    _footer(fig, _call_text(
+        "plot_shifted_views", height=height, width=width, kernel_size=kernel_size,
+        dilation=dilation, row=row, col=col,
+    ))
+    fig.subplots_adjust(left=0.03, right=0.97, bottom=1.15 / fig_height, top=1 - 0.95 / fig_height,
+                        wspace=0.12, hspace=0.45)
+    return fig
+
+
+def _draw_view(ax, view: ShiftedView, height: int, width: int, pad: int, row: int, col: int) -> None:
+    """One panel: the padded K, view o shaded over it, the query's key in it and the arrow to it."""
+    o, (d_row, d_col) = view.index, view.shift
+    _draw_map(ax, height, width, pad)
+    ax.add_patch(Rectangle(
+        (-pad - 0.5, -pad - 0.5), width + 2 * pad, height + 2 * pad,
+        facecolor="white", edgecolor="0.6", hatch="..", lw=0.5, zorder=-1, gid="padded-K",
+    ))
+    ax.add_patch(Rectangle(
+        (d_col - 0.5, d_row - 0.5), width, height,
+        facecolor=_VIEW_COLOR, edgecolor=_VIEW_COLOR, alpha=0.25, lw=1.5, zorder=3, gid=f"view-{o}",
+    ))
+    style = (
+        dict(facecolor="none", edgecolor=_QUERY_COLOR, lw=2.0)
+        if view.on_map
+        else dict(facecolor="none", edgecolor=_BEYOND_COLOR, hatch="xxx", lw=1.2)
+    )
+    ax.add_collection(_cells([view.key], f"key-{o}", inset=0.05, zorder=5, **style))
+    if view.shift != (0, 0):
+        arrow = ax.annotate(
+            "", xy=(view.key[1], view.key[0]), xytext=(col, row), zorder=6,
+            arrowprops=dict(arrowstyle="->", color="black", lw=1.0, shrinkA=3, shrinkB=3),
+        )
+        arrow.set_gid(f"shift-{o}")
+    _star(ax, row, col, 9, 7)
+    ax.set_xlim(-pad - 0.5, width + pad - 0.5)
+    ax.set_ylim(height + pad - 0.5, -pad - 0.5)
+    _no_ticks(ax)
+    ax.set_title(
+        f"o={o}: shift ({d_row:+d}, {d_col:+d})\nK_pad[{view.rows[0]}:{view.rows[1]}, "
+        f"{view.cols[0]}:{view.cols[1]}]",
+        fontsize=7,
+    )
+
+
+def _views_legend(fig, height: int, width: int, row: int, col: int, fig_height: float) -> None:
+    """The legend under the panels: the query, a view, the key on the map or in the padding, the map."""
     handles = [
         Line2D([], [], marker="*", ms=9, color=_QUERY_COLOR, mec="black", ls="none"),
         Patch(facecolor=to_rgba(_VIEW_COLOR, 0.25), edgecolor=_VIEW_COLOR),
@@ -154,218 +198,10 @@ def plot_shifted_views(
     legend = fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, frameon=False,
                         bbox_to_anchor=(0.5, 0.4 / fig_height))
     legend.set_gid("legend")
-    call = _call_text(
-        "plot_shifted_views", height=height, width=width, kernel_size=kernel_size,
-        dilation=dilation, row=row, col=col,
-    )
-    fig.text(0.5, 0.01, call, ha="center", fontsize=6, family="monospace")
-    fig.subplots_adjust(left=0.03, right=0.97, bottom=1.15 / fig_height, top=1 - 0.95 / fig_height,
-                        wspace=0.12, hspace=0.45)
-    return fig
 
 
 # ---------------------------------------------------------------------------
-# 2. the tiles a block-sparse kernel (FlexAttention) computes
-# ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BlockUsage:
-    """Which (query block, key block) tiles hold window pairs, on a map flattened row by row."""
-
-    height: int
-    width: int
-    kernel_size: int
-    dilation: int
-    block_size: int
-    blocks: np.ndarray
-    """(query blocks, key blocks) bool: True where the tile holds at least one window pair."""
-    window_pairs: int
-    """(query, key) pairs with the key in the query's window and on the map."""
-    computed_pairs: int
-    """(query, key) pairs inside the True tiles: what a block-sparse kernel scores."""
-
-    @property
-    def total_blocks(self) -> int:
-        return int(self.blocks.size)
-
-    @property
-    def computed_blocks(self) -> int:
-        return int(self.blocks.sum())
-
-    @property
-    def block_fraction(self) -> float:
-        """Share of all tiles that are computed (1.0 would be dense attention)."""
-        return self.computed_blocks / self.total_blocks
-
-    @property
-    def useful_fraction(self) -> float:
-        """Share of the computed scores that belong to a window (the rest are masked out)."""
-        return self.window_pairs / self.computed_pairs
-
-
-def window_block_usage(
-    height: int, width: int, kernel_size: int = 3, dilation: int = 1, block_size: int = 128
-) -> BlockUsage:
-    """The tiles FlexAttention-style kernels compute for SWDA (keys on the map; no extra padding key).
-
-    Pixel (i, j) is query and key number ``i * width + j``; block ``n // block_size``.
-    """
-    check_positive_int(height, "height")
-    check_positive_int(width, "width")
-    check_kernel_size(kernel_size)
-    check_dilation(dilation)
-    check_positive_int(block_size, "block_size")
-    n = height * width
-    offsets = np.array(window_offsets(kernel_size, dilation))  # k*k, 2
-    rows, cols = np.divmod(np.arange(n), width)  # N
-    key_rows = rows[:, None] + offsets[None, :, 0]  # N, k*k
-    key_cols = cols[:, None] + offsets[None, :, 1]  # N, k*k
-    on_map = (key_rows >= 0) & (key_rows < height) & (key_cols >= 0) & (key_cols < width)
-    keys = key_rows * width + key_cols  # N, k*k
-    query_block = np.broadcast_to((np.arange(n) // block_size)[:, None], keys.shape)  # N, k*k
-    n_blocks = -(-n // block_size)
-    blocks = np.zeros((n_blocks, n_blocks), dtype=bool)
-    blocks[query_block[on_map], keys[on_map] // block_size] = True
-    sizes = np.minimum(block_size, n - np.arange(n_blocks) * block_size)  # the last block may be short
-    computed = int((sizes[:, None] * sizes[None, :])[blocks].sum())
-    return BlockUsage(height, width, kernel_size, dilation, block_size, blocks, int(on_map.sum()), computed)
-
-
-def plot_block_mask(
-    height: int = 16,
-    width: int = 16,
-    kernel_size: int = 3,
-    dilation: int = 2,
-    block_size: int = 32,
-    row: int | None = None,
-    col: int | None = None,
-) -> Figure:
-    """SWDA as a block-sparse attention mask: the tiles a FlexAttention-style kernel computes.
-
-    Left: the (H*W) x (H*W) mask, one dot per (query, key) pair in a window (for
-    maps up to 1024 pixels), with the computed tiles shaded. Right: the map; each
-    key block is a band of ``block_size`` consecutive pixels, white and grey in
-    turn. The queries in the block of (row, col) (default: the centre) are
-    outlined in gold, the keys their windows read in blue, and the key blocks
-    those fall in, which the kernel loads and scores whole, in orange. A legend
-    under the panels names every colour.
-
-    Artists: ``"window-pairs"`` (the dots), ``"computed-blocks"`` (the shaded
-    tiles), ``"key-bands"`` (the map image), ``"query-block"``, ``"read-keys"``,
-    ``"loaded-blocks"``, and the legends ``"legend-mask"`` and ``"legend-map"``.
-    """
-    usage = window_block_usage(height, width, kernel_size, dilation, block_size)
-    row = height // 2 if row is None else row
-    col = width // 2 if col is None else col
-    _check_query(row, col, height, width)
-    n = height * width
-    fig = Figure(figsize=(9.6, 5.6), dpi=80)
-    ax_mask, ax_map = fig.subplots(1, 2)
-
-    # left: the mask and its tiles
-    offsets = np.array(window_offsets(kernel_size, dilation))  # k*k, 2
-    rows, cols = np.divmod(np.arange(n), width)  # N
-    key_rows = rows[:, None] + offsets[None, :, 0]  # N, k*k
-    key_cols = cols[:, None] + offsets[None, :, 1]  # N, k*k
-    on_map = (key_rows >= 0) & (key_rows < height) & (key_cols >= 0) & (key_cols < width)
-    keys = key_rows * width + key_cols  # N, k*k
-    if n <= _MAX_DENSE_PIXELS:
-        queries = np.broadcast_to(np.arange(n)[:, None], keys.shape)  # N, k*k
-        ax_mask.plot(keys[on_map], queries[on_map], ls="none", marker="s", ms=max(0.5, 300 / n),
-                     color=_VIEW_COLOR, gid="window-pairs")
-    tiles = [
-        Rectangle((kb * block_size - 0.5, qb * block_size - 0.5), block_size, block_size)
-        for qb, kb in zip(*np.nonzero(usage.blocks))
-    ]
-    shaded = PatchCollection(tiles, facecolor=_BLOCK_COLOR, edgecolor=_BLOCK_COLOR, alpha=0.3, lw=0.8)
-    shaded.set_gid("computed-blocks")
-    ax_mask.add_collection(shaded)
-    edges = np.arange(0, n + 1, block_size) - 0.5
-    ax_mask.vlines(edges, -0.5, n - 0.5, colors="0.6", lw=0.4)
-    ax_mask.hlines(edges, -0.5, n - 0.5, colors="0.6", lw=0.4)
-    ax_mask.set_xlim(-0.5, n - 0.5)
-    ax_mask.set_ylim(n - 0.5, -0.5)
-    ax_mask.set_aspect("equal")
-    ax_mask.set_xlabel("key = pixel row * W + col", fontsize=8)
-    ax_mask.set_ylabel("query = pixel row * W + col", fontsize=8)
-    ax_mask.tick_params(labelsize=7)
-    ax_mask.set_title(
-        f"{usage.computed_blocks} of {usage.total_blocks} tiles of {block_size}x{block_size} computed "
-        f"({usage.block_fraction:.0%})\n{usage.useful_fraction:.1%} of the scores they hold are in a window",
-        fontsize=9,
-    )
-
-    # right: the map, key blocks as bands of pixels
-    pixel_block = (np.arange(n) // block_size).reshape(height, width)  # H, W
-    bands = np.array([to_rgba(c) for c in _BAND_COLORS])[pixel_block % 2]  # H, W, 4
-    ax_map.imshow(bands, interpolation="nearest", extent=(-0.5, width - 0.5, height - 0.5, -0.5),
-                  gid="key-bands")
-    query_block = (row * width + col) // block_size
-    members = np.arange(query_block * block_size, min(n, (query_block + 1) * block_size))
-    read = np.unique(keys[members][on_map[members]])  # pixel numbers
-    loaded_blocks = np.nonzero(usage.blocks[query_block])[0]
-    loaded = np.concatenate([np.arange(b * block_size, min(n, (b + 1) * block_size)) for b in loaded_blocks])
-
-    def cells_of(pixels):
-        return [divmod(int(p), width) for p in pixels]
-
-    ax_map.add_collection(
-        _cells(cells_of(loaded), "loaded-blocks", facecolor=_BLOCK_COLOR, alpha=0.35, edgecolor="none")
-    )
-    ax_map.add_collection(_cells(cells_of(read), "read-keys", inset=0.25,
-                                 facecolor=_VIEW_COLOR, edgecolor="none"))
-    ax_map.add_collection(_cells(cells_of(members), "query-block", inset=0.05,
-                                 facecolor="none", edgecolor=_QUERY_COLOR, lw=1.2))
-    ax_map.set_xlim(-0.5, width - 0.5)
-    ax_map.set_ylim(height - 0.5, -0.5)
-    ax_map.set_aspect("equal")
-    ax_map.tick_params(labelsize=7)
-    ax_map.set_title(
-        f"query block {query_block} ({len(members)} queries, gold) reads {len(read)} keys (blue)\n"
-        f"in {len(loaded_blocks)} key blocks of {block_size} pixels (orange), loaded whole",
-        fontsize=9,
-    )
-    mask_handles = [
-        Patch(facecolor=to_rgba(_BLOCK_COLOR, 0.3), edgecolor=_BLOCK_COLOR),
-        Line2D([], [], color="0.6", lw=0.8),
-    ]
-    mask_labels = ["a tile the kernel computes whole", f"tile borders, every {block_size} queries or keys"]
-    if n <= _MAX_DENSE_PIXELS:  # the dots are drawn
-        mask_handles.insert(0, Line2D([], [], marker="s", ms=4, color=_VIEW_COLOR, ls="none"))
-        mask_labels.insert(0, "a (query, key) pair in a window")
-    mask_legend = ax_mask.legend(
-        mask_handles,
-        mask_labels,
-        loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=7, frameon=False,
-    )
-    mask_legend.set_gid("legend-mask")
-    map_legend = ax_map.legend(
-        [
-            (Patch(facecolor=_BAND_COLORS[0], edgecolor="0.6"), Patch(facecolor=_BAND_COLORS[1], edgecolor="0.6")),
-            Patch(facecolor="none", edgecolor=_QUERY_COLOR, lw=1.2),
-            Patch(facecolor=_VIEW_COLOR, edgecolor="none"),
-            Patch(facecolor=to_rgba(_BLOCK_COLOR, 0.35), edgecolor="none"),
-        ],
-        [
-            f"key blocks: bands of {block_size} consecutive pixels, white and grey in turn",
-            f"the {len(members)} queries of block {query_block}",
-            "the keys their windows read",
-            "the key blocks holding those keys, loaded whole",
-        ],
-        loc="upper center", bbox_to_anchor=(0.5, -0.06), fontsize=7, frameon=False,
-        handler_map={tuple: HandlerTuple(ndivide=None)},
-    )
-    map_legend.set_gid("legend-map")
-    call = _call_text(
-        "plot_block_mask", height=height, width=width, kernel_size=kernel_size, dilation=dilation,
-        block_size=block_size, row=row, col=col,
-    )
-    fig.text(0.5, 0.01, call, ha="center", fontsize=6, family="monospace")
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.27, top=0.88, wspace=0.25)
-    return fig
-
-
-# ---------------------------------------------------------------------------
-# 3. where the time goes
+# 2. where the time goes
 # ---------------------------------------------------------------------------
 def _short_op_name(name: str, limit: int = 36) -> str:
     """An operator name short enough for a tick label: autograd's prefix shortened, then cut."""
