@@ -4,8 +4,9 @@ The library (imports torch only)::
 
     from dilate_lab import swda, MultiDilateAttention, dilateformer_tiny, count_flops
 
-- ``functional``: ``swda()``: check the arguments, choose an implementation, call it.
-- ``ops``: one module per implementation and the registry that chooses (``explain_impl``).
+- ``functional``: ``swda()``: check the arguments, choose an implementation, call it;
+  ``explain_impl()`` says which one ``impl="auto"`` picks, and why.
+- ``ops``: one module per implementation and the registry that chooses.
 - ``nn``: ``MultiDilateAttention``, the blocks and the DilateFormer models.
 - ``geometry``, ``flops``, ``tracing``; ``bench`` and ``build_kernel`` are command lines.
 
@@ -17,8 +18,8 @@ loaded on first use, so ``import dilate_lab`` alone never imports matplotlib.
 
 from importlib import import_module
 
-from .functional import ALL_IMPLS, NAIVE_MAX_STEPS, SWDA_IMPLS, swda
-from .ops import available_impls, explain_impl
+from .functional import ALL_IMPLS, NAIVE_MAX_STEPS, SWDA_IMPLS, explain_impl, swda
+from .ops import available_impls
 from .geometry import (
     Window,
     dilated_window,

@@ -169,3 +169,20 @@ def check_seed(seed, name: str = "seed") -> None:
     """A random seed: an int >= 0 (Python's or numpy's)."""
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"{name} must be an int >= 0, got {seed!r}")
+
+
+def check_head_dilations(dilation, heads: int, name: str = "dilation"):
+    """An int >= 1, or a list/tuple of them with one entry per head: returned as an int
+    when every head has the same dilation, else as a tuple of ints."""
+    if isinstance(dilation, (str, bytes)) or not isinstance(dilation, Sequence):
+        check_dilation(dilation, name)
+        return int(dilation)
+    if len(dilation) != heads:
+        raise ValueError(
+            f"{name} must be an int, or a list/tuple with one dilation per head "
+            f"({heads} heads here); got {len(dilation)} entries: {tuple(dilation)!r}"
+        )
+    for i, r in enumerate(dilation):
+        check_dilation(r, f"{name}[{i}]")
+    per_head = tuple(int(r) for r in dilation)
+    return per_head[0] if len(set(per_head)) == 1 else per_head

@@ -22,14 +22,16 @@ them natively) and the result cast back, so every dtype gets the same semantics.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-from ._checks import check_dilation, check_kernel_size, check_padding, check_qkv, check_scale
+from ._checks import check_head_dilations, check_kernel_size, check_padding, check_qkv, check_scale
 from .ops import choose_impl, impl_names
-from .ops.registry import get_impl
+from .ops.registry import ImplChoice, explain_choice, get_impl
 from .ops.reference import NAIVE_MAX_STEPS
 
-__all__ = ["swda", "SWDA_IMPLS", "ALL_IMPLS", "NAIVE_MAX_STEPS", "check_impl"]
+__all__ = ["swda", "explain_impl", "SWDA_IMPLS", "ALL_IMPLS", "NAIVE_MAX_STEPS", "check_impl"]
 
 ALL_IMPLS: tuple[str, ...] = impl_names()
 """Every name ``impl=`` takes on some device (``available_impls`` says which run where)."""
@@ -51,12 +53,40 @@ def check_impl(impl) -> None:
         raise ValueError(f"impl must be 'auto' or one of {SWDA_IMPLS} ({only}), got {impl!r}")
 
 
+def _checked(q, k, v, kernel_size, dilation, padding, scale, impl):
+    """Check every argument of ``swda``; return the dilation to use (an int, or a tuple
+    with one entry per head when the heads differ)."""
+    check_qkv(q, k, v)
+    check_kernel_size(kernel_size)
+    dilation = check_head_dilations(dilation, q.shape[1])
+    check_padding(padding)
+    check_scale(scale)
+    check_impl(impl)
+    # every dilation >= max(H, W) leaves only the centre of the window on the map, so
+    # they all give the same result: no padding by huge dilations, no int64 overflow
+    reach = max(q.shape[2], q.shape[3])
+    if isinstance(dilation, tuple):
+        return tuple(min(r, reach) for r in dilation)
+    return min(dilation, reach)
+
+
+def _head_runs(dilation: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    """(first head, end head, dilation) of each run of consecutive heads with one dilation."""
+    runs = []
+    for head, r in enumerate(dilation):
+        if runs and runs[-1][2] == r:
+            runs[-1] = (runs[-1][0], head + 1, r)
+        else:
+            runs.append((head, head + 1, r))
+    return runs
+
+
 def swda(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
     kernel_size: int = 3,
-    dilation: int = 1,
+    dilation: int | Sequence[int] = 1,
     *,
     padding: str = "zeros",
     scale: float | None = None,
@@ -70,33 +100,65 @@ def swda(
 
     Args:
         q, k, v: (B, heads, H, W, head_dim), same shape, dtype (float32, float64,
-            float16 or bfloat16) and device.
+            float16 or bfloat16) and device. Any strides (views are fine).
         kernel_size: odd window side k (3 in DilateFormer).
-        dilation: gap r between window positions, >= 1.
+        dilation: gap r between window positions, >= 1; or one per head (a list or
+            tuple of ``heads`` ints), as multi-scale dilated attention uses: the
+            heads of group i with dilation ``dilations[i]``, all in one call.
         padding: ``"zeros"`` (the paper): positions beyond the border are zero
             keys and values that still take softmax mass, exactly as the zero
             padding of ``nn.Unfold``. ``"mask"``: they are left out of the softmax.
         scale: logit scale, ``head_dim ** -0.5`` when None.
-        impl: ``"auto"`` (the fastest that runs these arguments) or a name in
-            ``ALL_IMPLS``; ``available_impls(device)`` lists those that run on a device.
+        impl: ``"auto"`` (the fastest that runs these arguments; ``explain_impl``
+            says which) or a name in ``ALL_IMPLS``; ``available_impls(device)``
+            lists those that run on a device.
 
     Returns:
         (B, heads, H, W, head_dim), the dtype and device of q.
     """
-    check_qkv(q, k, v)
-    check_kernel_size(kernel_size)
-    check_dilation(dilation)
-    check_padding(padding)
-    check_scale(scale)
-    check_impl(impl)
-    B, heads, H, W, d = q.shape
-    # every dilation >= max(H, W) leaves only the centre of the window on the map, so
-    # they all give the same result: no padding by huge dilations, no int64 overflow
-    dilation = min(dilation, max(H, W))
+    dilation = _checked(q, k, v, kernel_size, dilation, padding, scale, impl)
     chosen = choose_impl(q, k, v, kernel_size, dilation, padding, impl)
-    scale = d**-0.5 if scale is None else float(scale)
-    work = chosen.compute_dtype(q.dtype)
-    if work != q.dtype:  # e.g. half precision computed in float32, returned in q's dtype
-        out = chosen.forward(q.to(work), k.to(work), v.to(work), kernel_size, dilation, padding, scale)
-        return out.to(q.dtype)
-    return chosen.forward(q, k, v, kernel_size, dilation, padding, scale)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    dtype = q.dtype
+    work = chosen.compute_dtype(dtype)
+    if work != dtype:  # e.g. half precision computed in float32, returned in q's dtype
+        q, k, v = q.to(work), k.to(work), v.to(work)
+    if isinstance(dilation, int) or chosen.per_head_dilation:
+        out = chosen.forward(q, k, v, kernel_size, dilation, padding, scale)
+    else:  # one call per run of heads that share a dilation; each a view of the heads
+        out = torch.cat(
+            [
+                chosen.forward(q[:, a:b], k[:, a:b], v[:, a:b], kernel_size, r, padding, scale)
+                for a, b, r in _head_runs(dilation)
+            ],
+            dim=1,
+        )  # B, heads, H, W, d
+    return out.to(dtype) if out.dtype != dtype else out
+
+
+def explain_impl(
+    q: torch.Tensor,
+    k: torch.Tensor | None = None,
+    v: torch.Tensor | None = None,
+    kernel_size: int = 3,
+    dilation: int | Sequence[int] = 1,
+    *,
+    padding: str = "zeros",
+    impl: str = "auto",
+) -> ImplChoice:
+    """Which implementation ``swda(q, k, v, kernel_size, dilation, padding=..., impl=...)``
+    runs, and why each one ``impl="auto"`` prefers to it was passed over.
+
+    ``k`` and ``v`` default to ``q`` (only shapes, dtypes and devices matter).
+    ``print(explain_impl(q))`` gives, e.g.::
+
+        swda runs 'fused' (chosen by impl='auto') on cpu float32
+          passed over 'cpp': the compiled SWDA kernel is turned off (DILATE_LAB_NO_COMPILE is set)
+
+    The same text is logged at DEBUG level by the ``dilate_lab`` logger on every
+    ``impl="auto"`` call (``logging.getLogger("dilate_lab").setLevel("DEBUG")``).
+    """
+    k = q if k is None else k
+    v = q if v is None else v
+    dilation = _checked(q, k, v, kernel_size, dilation, padding, None, impl)
+    return explain_choice(q, k, v, kernel_size, dilation, padding, impl)

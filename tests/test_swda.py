@@ -265,8 +265,8 @@ def test_available_impls_by_device():
     from dilate_lab import available_impls
 
     assert set(available_impls("cpu")) == set(SWDA_IMPLS) | {"cpp"}
-    flex = {"flex"} if importlib.util.find_spec("triton") else set()  # FlexAttention compiles with Triton
-    assert set(available_impls("cuda")) == set(SWDA_IMPLS) | flex
+    with_triton = {"flex", "triton"} if importlib.util.find_spec("triton") else set()  # both need Triton
+    assert set(available_impls("cuda")) == set(SWDA_IMPLS) | with_triton
     assert set(available_impls("meta")) == set(SWDA_IMPLS)
     with pytest.raises(ValueError, match="device must be"):
         available_impls("tpu")

@@ -202,8 +202,7 @@ def test_auto_is_the_cpu_fast_path():
 def test_flex_is_listed_for_cuda_only():
     assert "fused" in SWDA_IMPLS and "flex" not in SWDA_IMPLS
     assert "flex" not in available_impls("cpu")
-    flex = {"flex"} if importlib.util.find_spec("triton") else set()  # FlexAttention compiles with Triton
-    assert set(available_impls("cuda")) == set(SWDA_IMPLS) | flex
+    assert "flex" in available_impls("cuda") or not importlib.util.find_spec("triton")
 
 
 def test_flex_on_cpu_is_a_clear_value_error():

@@ -31,7 +31,7 @@ from .._checks import (
 )
 from ..functional import check_impl, swda
 from ..ops.reference import swda_shift
-from ..tracing import record
+from ..tracing import record, tracing
 
 __all__ = ["MultiDilateAttention"]
 
@@ -100,6 +100,8 @@ class MultiDilateAttention(nn.Module):
         self.kernel_size = kernel_size
         self.dilation = dilation
         self.num_dilation = len(dilation)
+        self.head_dilations = tuple(r for r in dilation for _ in range(num_heads // len(dilation)))
+        """One dilation per head: the heads of group i use ``dilation[i]``."""
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5 if qk_scale is None else float(qk_scale)
         self.padding = padding
@@ -118,20 +120,41 @@ class MultiDilateAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_channels_last_input(x, self.dim, self)
         B, H, W, C = x.shape
-        groups, heads = self.num_dilation, self.num_heads // self.num_dilation
         record("input (B, H, W, C)", x)
         qkv = self.qkv(x.permute(0, 3, 1, 2))  # B, C, H, W in; B, 3*C, H, W out
         record("qkv", qkv, "1x1 conv; channels [q | k | v], each split into groups")
+        if tracing() or (self.training and self.attn_drop.p > 0):
+            x = self._attend_group_by_group(qkv)  # B, H, W, C
+        else:
+            # every group in one swda call, reading q, k, v where the convolution put them
+            qkv = qkv.reshape(B, 3, self.num_heads, self.head_dim, H, W)  # B, 3, heads, d, H, W
+            q, k, v = qkv.permute(1, 0, 2, 4, 5, 3).unbind(0)  # each B, heads, H, W, d (views)
+            out = swda(
+                q, k, v, self.kernel_size, self.head_dilations,
+                padding=self.padding, scale=self.scale, impl=self.impl,
+            )  # B, heads, H, W, d
+            x = out.permute(0, 2, 3, 1, 4).reshape(B, H, W, C)  # B, H, W, C
+        x = self.proj_drop(self.proj(x))  # B, H, W, C
+        return record("output (after proj)", x)
+
+    def _attend_group_by_group(self, qkv: torch.Tensor) -> torch.Tensor:
+        """The attention one group of heads at a time, (B, 3*C, H, W) -> (B, H, W, C).
+
+        The same result as one ``swda`` call with per-head dilations; this path runs
+        when the shape tracer records every group's tensors (lesson 04), and in
+        training with attention dropout, whose weights must exist to be dropped.
+        """
+        B, _, H, W = qkv.shape
+        groups, heads = self.num_dilation, self.num_heads // self.num_dilation
         qkv = qkv.reshape(B, 3, groups, heads, self.head_dim, H, W)  # B, 3, groups, heads, d, H, W
         qkv = qkv.permute(1, 2, 0, 3, 5, 6, 4)  # 3, groups, B, heads, H, W, d
-        use_dropout_path = self.training and self.attn_drop.p > 0
         outputs = []
         for i, r in enumerate(self.dilation):
             q, k, v = qkv[0, i], qkv[1, i], qkv[2, i]  # each B, heads, H, W, d
             record(f"group {i} q (dilation {r})", q)
             record(f"group {i} k (dilation {r})", k)
             record(f"group {i} v (dilation {r})", v)
-            if use_dropout_path:  # the weights must exist as a tensor to be dropped
+            if self.training and self.attn_drop.p > 0:
                 work = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
                 out = swda_shift(
                     q.to(work), k.to(work), v.to(work), self.kernel_size, r, self.padding,
@@ -144,6 +167,4 @@ class MultiDilateAttention(nn.Module):
                 )  # B, heads, H, W, d
             out = out.permute(0, 2, 3, 1, 4).reshape(B, H, W, heads * self.head_dim)  # B, H, W, C/groups
             outputs.append(record(f"group {i} output (dilation {r})", out))
-        x = record("heads concatenated", torch.cat(outputs, dim=-1))  # B, H, W, C
-        x = self.proj_drop(self.proj(x))  # B, H, W, C
-        return record("output (after proj)", x)
+        return record("heads concatenated", torch.cat(outputs, dim=-1))  # B, H, W, C

@@ -10,13 +10,17 @@ Every implementation registers itself once, in its own module, with:
 - ``can_run(q, k, v, kernel_size, dilation, padding)``: whether it takes these particular
   tensors and arguments, ``None`` or the reason why not;
 - ``auto_rank``: its place in ``impl="auto"``'s order of preference (lower first;
-  ``None``: never chosen automatically).
+  ``None``: never chosen automatically), and ``auto_device_types``: the device types
+  where ``"auto"`` may choose it (``None``: wherever it runs);
+- ``per_head_dilation``: whether its ``forward`` takes ``dilation`` as a tuple, one
+  per head, in one call (all dilation groups of an MSDA at once); ``swda`` gives the
+  others one call per run of heads with equal dilation.
 
 ``impl="auto"`` takes the first implementation, by rank, that runs on the tensors'
 device and passes both checks. An implementation named explicitly must pass them
 too, or ``swda`` raises an error that gives the reason: a RuntimeError where this
-machine cannot run it at all, a ValueError where it does not take these arguments. ``explain_impl`` shows
-the choice and every reason, and the ``dilate_lab`` logger logs it at DEBUG level.
+machine cannot run it at all, a ValueError where it does not take these arguments.
+``dilate_lab.explain_impl`` shows the choice and every reason, and the ``dilate_lab`` logger logs it at DEBUG level.
 """
 
 from __future__ import annotations
@@ -27,8 +31,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .._checks import check_dilation, check_kernel_size, check_padding, check_qkv
-
 __all__ = [
     "SwdaImpl",
     "ImplChoice",
@@ -36,7 +38,7 @@ __all__ = [
     "get_impl",
     "impl_names",
     "choose_impl",
-    "explain_impl",
+    "explain_choice",
     "available_impls",
     "is_plain_tensor",
     "FULL_PRECISION",
@@ -60,6 +62,8 @@ class SwdaImpl:
     available: Callable[[], str | None] | None = None
     can_run: Callable[..., str | None] | None = None
     auto_rank: int | None = None
+    auto_device_types: tuple[str, ...] | None = None
+    per_head_dilation: bool = False
 
     def runs_on(self, device_type: str) -> bool:
         return self.device_types is None or device_type in self.device_types
@@ -110,16 +114,29 @@ def register(
     available: Callable[[], str | None] | None = None,
     can_run: Callable[..., str | None] | None = None,
     auto_rank: int | None = None,
+    auto_device_types: tuple[str, ...] | None = None,
+    per_head_dilation: bool = False,
 ) -> SwdaImpl:
     """Add an implementation under ``name`` (each name once)."""
     if name in _REGISTRY or name == "auto":
         raise ValueError(f"an SWDA implementation named {name!r} is already registered")
-    impl = SwdaImpl(name, forward, summary, device_types, dtypes, available, can_run, auto_rank)
+    impl = SwdaImpl(
+        name, forward, summary, device_types, dtypes, available, can_run, auto_rank,
+        auto_device_types, per_head_dilation,
+    )
     _REGISTRY[name] = impl
     _ranked[:] = sorted(
         (i for i in _REGISTRY.values() if i.auto_rank is not None), key=lambda i: i.auto_rank
     )
     return impl
+
+
+def _auto_candidates(device_type: str) -> list[SwdaImpl]:
+    """The implementations ``"auto"`` may pick on this device type, best first."""
+    return [
+        impl for impl in _ranked
+        if impl.auto_device_types is None or device_type in impl.auto_device_types
+    ]
 
 
 def impl_names() -> tuple[str, ...]:
@@ -183,40 +200,20 @@ def choose_impl(q, k, v, kernel_size: int, dilation: int, padding: str, impl: st
             reason, error = failure
             raise error(f"impl={impl!r} cannot run here: {reason}")
         return chosen
-    for candidate in _ranked:
+    for candidate in _auto_candidates(q.device.type):
         if candidate.why_not(q, k, v, kernel_size, dilation, padding) is None:
             if _log.isEnabledFor(logging.DEBUG):
-                _log.debug("%s", explain_impl(q, k, v, kernel_size, dilation, padding=padding))
+                _log.debug("%s", explain_choice(q, k, v, kernel_size, dilation, padding))
             return candidate
     raise RuntimeError("no registered SWDA implementation runs here")  # "shift" always does
 
 
-def explain_impl(
-    q: torch.Tensor,
-    k: torch.Tensor | None = None,
-    v: torch.Tensor | None = None,
-    kernel_size: int = 3,
-    dilation: int = 1,
-    *,
-    padding: str = "zeros",
-    impl: str = "auto",
-) -> ImplChoice:
-    """Which implementation ``swda(q, k, v, kernel_size, dilation, padding=..., impl=...)``
-    would run, and why each one preferred to it was passed over.
-
-    >>> print(explain_impl(torch.zeros(1, 1, 4, 4, 8)))  # doctest: +SKIP
-    swda runs 'cpp' (chosen by impl='auto') on cpu float32
-    """
-    k = q if k is None else k
-    v = q if v is None else v
-    check_qkv(q, k, v)
-    check_kernel_size(kernel_size)
-    check_dilation(dilation)
-    check_padding(padding)
-    dilation = min(dilation, max(q.shape[2], q.shape[3]))
+def explain_choice(q, k, v, kernel_size: int, dilation, padding: str, impl: str = "auto") -> ImplChoice:
+    """The choice ``choose_impl`` makes for these (already checked) arguments, with the
+    reason each implementation preferred to it was passed over."""
     rejected = []
     if impl == "auto":
-        for candidate in _ranked:
+        for candidate in _auto_candidates(q.device.type):
             reason = candidate.why_not(q, k, v, kernel_size, dilation, padding)
             if reason is None:
                 chosen = candidate
