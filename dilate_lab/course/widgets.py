@@ -34,6 +34,7 @@ import ipywidgets as widgets
 from matplotlib.figure import Figure
 
 from . import figures
+from ._controls import _query_sliders, _slider, _square_map_controls, _styled, _text, _toggle, parse_dilations
 from .images import load_sample_image
 from .shapes import block_attention, trace_msda_shapes
 
@@ -53,51 +54,6 @@ __all__ = [
 ]
 
 _PNG_DPI = 96
-
-
-def parse_dilations(text: str, name: str = "dilations", max_count: int = 8, max_dilation: int = 8) -> tuple[int, ...]:
-    """'1, 2, 3' -> (1, 2, 3), for the text boxes where a learner types a dilation schedule."""
-    parts = [part.strip() for part in str(text).replace(";", ",").split(",") if part.strip()]
-    try:
-        values = tuple(int(part) for part in parts)
-    except ValueError:
-        raise ValueError(f"{name} must be ints separated by commas, e.g. 1, 2, 3; got {text!r}") from None
-    if not values:
-        raise ValueError(f"{name} must name at least one dilation, e.g. 1, 2, 3; got {text!r}")
-    if len(values) > max_count:
-        raise ValueError(f"{name}: at most {max_count} entries here, got {len(values)}")
-    if any(not 1 <= r <= max_dilation for r in values):
-        raise ValueError(f"{name}: every dilation must be an int in [1, {max_dilation}] here; got {values}")
-    return values
-
-
-def _styled(widget: widgets.Widget, css_class: str) -> widgets.Widget:
-    widget.add_class(css_class)
-    return widget
-
-
-def _toggle(options, value, description: str, css_class: str) -> widgets.ToggleButtons:
-    buttons = widgets.ToggleButtons(
-        options=list(options), value=value, description=description,
-        style={"button_width": "42px", "description_width": "80px"},
-    )
-    return _styled(buttons, css_class)
-
-
-def _slider(value: int, low: int, high: int, description: str, css_class: str) -> widgets.IntSlider:
-    slider = widgets.IntSlider(
-        value=value, min=low, max=high, description=description, continuous_update=True,
-        style={"description_width": "80px"},
-    )
-    return _styled(slider, css_class)
-
-
-def _text(value: str, description: str, css_class: str) -> widgets.Text:
-    box = widgets.Text(
-        value=value, description=description, continuous_update=False,
-        style={"description_width": "80px"}, layout={"width": "260px"},
-    )
-    return _styled(box, css_class)
 
 
 class Explorer(widgets.VBox):
@@ -247,11 +203,7 @@ def receptive_field_explorer(
     photograph shrunk to size x size pixels.
     """
     controls = {
-        "dilation": _toggle((1, 2, 3, 4), dilation, "dilation r", "dl-dilation"),
-        "kernel_size": _toggle((3, 5, 7), kernel_size, "kernel k", "dl-kernel"),
-        "size": _slider(size, 3, 32, "map size", "dl-size"),
-        "row": _slider(min(row, size - 1), 0, size - 1, "query row", "dl-row"),
-        "col": _slider(min(col, size - 1), 0, size - 1, "query col", "dl-col"),
+        **_square_map_controls(dilation, kernel_size, size, row, col, max_size=32),
         "photo": _styled(widgets.Checkbox(value=photo, description="draw over a photograph"), "dl-photo"),
     }
 
@@ -281,8 +233,7 @@ def multi_scale_explorer(
         "dim": _toggle((72, 96, 144, 288), dim, "channels", "dl-dim"),
         "size": _slider(size, 3, 32, "map size", "dl-size"),
         "photo": _styled(widgets.Checkbox(value=photo, description="draw over a photograph"), "dl-photo"),
-        "row": _slider(min(row, size - 1), 0, size - 1, "query row", "dl-row"),
-        "col": _slider(min(col, size - 1), 0, size - 1, "query col", "dl-col"),
+        **_query_sliders(row, col, size),
     }
 
     def convert(values):
@@ -407,11 +358,7 @@ def border_explorer(
     beyond that its panel explains why it cannot be drawn.
     """
     controls = {
-        "dilation": _toggle((1, 2, 3, 4), dilation, "dilation r", "dl-dilation"),
-        "kernel_size": _toggle((3, 5, 7), kernel_size, "kernel k", "dl-kernel"),
-        "size": _slider(size, 3, 24, "map size", "dl-size"),
-        "row": _slider(min(row, size - 1), 0, size - 1, "query row", "dl-row"),
-        "col": _slider(min(col, size - 1), 0, size - 1, "query col", "dl-col"),
+        **_square_map_controls(dilation, kernel_size, size, row, col, max_size=24),
         "seed": _slider(seed, 0, 9, "seed", "dl-seed"),
     }
 
