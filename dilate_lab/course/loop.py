@@ -166,6 +166,15 @@ class History:
     def as_dict(self) -> dict[str, list]:
         return asdict(self)
 
+    def _add(self, epoch: int, train_loss: float, train_accuracy: float, test, seconds: float):
+        """One epoch's entries; ``test`` is the ``Evaluation`` on the test set."""
+        self.epoch.append(epoch)
+        self.train_loss.append(train_loss)
+        self.train_accuracy.append(train_accuracy)
+        self.test_loss.append(test.loss)
+        self.test_accuracy.append(test.accuracy)
+        self.seconds.append(seconds)
+
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
     """Linear warm-up to 1 over ``warmup`` steps, then a cosine decay to 0 at ``total``."""
@@ -249,6 +258,21 @@ class _Run:
     steps_per_epoch: int
 
 
+def _start_run(
+    model, images, labels, epochs, lr, batch_size, weight_decay, warmup_fraction, seed
+) -> _Run:
+    """AdamW, its warm-up-then-cosine schedule over all the steps, and the seeded batch order."""
+    steps_per_epoch = len(labels) // batch_size
+    total = epochs * steps_per_epoch
+    warmup = max(1, int(warmup_fraction * total))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: _lr_factor(step, total, warmup)
+    )
+    order = torch.Generator().manual_seed(seed)
+    return _Run(images, labels, optimizer, schedule, order, batch_size, steps_per_epoch)
+
+
 def _train_epoch(model: nn.Module, run: _Run, show, header: str) -> tuple[float, float]:
     """One pass over the shuffled training set; (mean loss, accuracy) of its batches as seen.
 
@@ -318,15 +342,7 @@ def fit(
         train, test, epochs, lr, batch_size, weight_decay, warmup_fraction, seed
     )
     show = _fit_show(progress)
-    steps_per_epoch = len(labels) // batch_size
-    total = epochs * steps_per_epoch
-    warmup = max(1, int(warmup_fraction * total))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _lr_factor(step, total, warmup)
-    )
-    run = _Run(images, labels, optimizer, schedule, torch.Generator().manual_seed(seed),
-               batch_size, steps_per_epoch)
+    run = _start_run(model, images, labels, epochs, lr, batch_size, weight_decay, warmup_fraction, seed)
     torch.manual_seed(seed)  # dropout, drop path
     prefix = f"{label}  " if label else ""
     history = History()
@@ -334,12 +350,7 @@ def fit(
     for epoch in range(1, epochs + 1):
         train_loss, train_accuracy = _train_epoch(model, run, show, f"{prefix}epoch {epoch}/{epochs}")
         test_eval = evaluate(model, test)
-        history.epoch.append(epoch)
-        history.train_loss.append(train_loss)
-        history.train_accuracy.append(train_accuracy)
-        history.test_loss.append(test_eval.loss)
-        history.test_accuracy.append(test_eval.accuracy)
-        history.seconds.append(time.perf_counter() - start)
+        history._add(epoch, train_loss, train_accuracy, test_eval, time.perf_counter() - start)
         if show is not None:
             show(
                 f"{prefix}epoch {epoch}/{epochs}  loss {train_loss:.3f}  "
