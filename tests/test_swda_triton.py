@@ -233,3 +233,34 @@ def test_autocast_computes_in_the_autocast_dtype():
     assert out.dtype == torch.bfloat16
     expected = dense_swda(*(t.bfloat16().double() for t in (q, k, v)), 3, 1)
     torch.testing.assert_close(out.double(), expected, rtol=3e-2, atol=3e-2)
+
+
+@here_only
+def test_msda_layer_runs_every_group_in_one_launch(monkeypatch):
+    """MultiDilateAttention with impl="triton" (heads of 3 dilations, q, k, v views of its
+    qkv convolution) equals the same layer on "fused", with one forward launch."""
+    from dilate_lab.nn.msda import MultiDilateAttention
+    import dilate_lab.ops.triton_kernels as kernels
+
+    torch.manual_seed(14)
+    layer = MultiDilateAttention(12, 3, dilation=(1, 2, 3), impl="triton").to(DEVICE).eval()
+    x = torch.randn(1, 5, 6, 12, device=DEVICE)
+    launches = []
+    real = kernels.swda_fwd_kernel
+
+    class Counting:
+        def __getitem__(self, grid):
+            launches.append(grid)
+            return real[grid]
+
+    monkeypatch.setattr(kernels, "swda_fwd_kernel", Counting())
+    x_triton = x.clone().requires_grad_(True)
+    out = layer(x_triton)
+    out.square().sum().backward()
+    assert len(launches) == 1
+    layer.impl = "fused"
+    x_fused = x.clone().requires_grad_(True)
+    expected = layer(x_fused)
+    expected.square().sum().backward()
+    torch.testing.assert_close(out, expected, rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(x_triton.grad, x_fused.grad, rtol=2e-5, atol=2e-5)
