@@ -3,10 +3,9 @@
 Each explorer is an ``ipywidgets.VBox``: its controls on top, a message line,
 and the picture, a PNG that the figure function in ``dilate_lab.course.figures``
 draws on every change (or, for the shape tracer, the HTML table of
-``figures.shape_table_html``). Nothing is
-computed here that a figure function or ``dilate_lab.shapes`` does not already
-compute, so what a learner sees in a widget is exactly the static figure of the
-lesson with other arguments.
+``figures.shape_table_html``). Nothing is computed here that a figure function
+or ``dilate_lab.course.shapes`` does not already compute, so what a learner sees
+in a widget is exactly the static figure of the lesson with other arguments.
 
 For tests and for curious learners every explorer keeps:
 

@@ -25,7 +25,7 @@ __all__ = ["plot_attention_cost", "neighbour_correlation", "plot_neighbour_corre
 def plot_attention_cost(rows: Sequence[dict]) -> Figure:
     """Time and peak memory of global attention and SWDA against the number of pixels N.
 
-    ``rows``: the output of ``dilate_lab.cost.measure_global_vs_window``. Dotted
+    ``rows``: the output of ``dilate_lab.course.cost.measure_global_vs_window``. Dotted
     lines show the slopes N^2 and N through the largest map, for comparison.
 
     Artists: lines ``"global-time"``, ``"window-time"``, ``"global-memory"``, ``"window-memory"``.
