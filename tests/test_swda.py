@@ -7,28 +7,13 @@ import pytest
 import torch
 
 from dilate_lab import NAIVE_MAX_STEPS, SWDA_IMPLS, available_impls, swda, trace_tensors
+from conftest import make_qkv, out_and_grads
 from reference import border_fraction, dense_swda
 
 CPU_IMPLS = list(available_impls("cpu"))  # SWDA_IMPLS and the compiled "cpp"
 ALL_IMPLS = CPU_IMPLS + ["auto"]
 # (H, W): square, non-square, smaller than every window, and one the window wraps in one direction
 MAPS = [(7, 7), (5, 9), (1, 1), (2, 5)]
-
-
-def make_qkv(shape, dtype=torch.float64, seed=0, requires_grad=False):
-    gen = torch.Generator().manual_seed(seed)
-    return [
-        torch.randn(shape, generator=gen, dtype=dtype).requires_grad_(requires_grad)
-        for _ in range(3)
-    ]
-
-
-def grads_of(fn, q, k, v, weight):
-    """Output of fn and the gradients of sum(out * weight) w.r.t. q, k, v."""
-    q, k, v = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
-    out = fn(q, k, v)
-    (out * weight).sum().backward()
-    return out.detach(), q.grad, k.grad, v.grad
 
 
 @pytest.mark.parametrize("padding", ["zeros", "mask"])
@@ -41,10 +26,10 @@ def test_matches_dense_reference(impl, kernel_size, padding):
             shape = (2, 3, H, W, 4)
             q, k, v = make_qkv(shape, seed=H * 100 + W * 10 + dilation)
             weight = torch.randn(shape, generator=torch.Generator().manual_seed(1), dtype=q.dtype)
-            expected = grads_of(
+            expected = out_and_grads(
                 lambda a, b, c: dense_swda(a, b, c, kernel_size, dilation, padding), q, k, v, weight
             )
-            got = grads_of(
+            got = out_and_grads(
                 lambda a, b, c: swda(a, b, c, kernel_size, dilation, padding=padding, impl=impl),
                 q, k, v, weight,
             )
@@ -112,8 +97,8 @@ def test_half_precision_agrees_with_float32(impl, dtype, atol):
 @pytest.mark.parametrize("impl", CPU_IMPLS)
 def test_half_precision_gradients_flow(impl, dtype, atol):
     q, k, v = make_qkv((1, 2, 5, 5, 8), dtype=torch.float32)
-    _, *full = grads_of(lambda a, b, c: swda(a, b, c, 3, 1, impl=impl), q, k, v, 1.0)
-    _, *low = grads_of(
+    _, *full = out_and_grads(lambda a, b, c: swda(a, b, c, 3, 1, impl=impl), q, k, v, 1.0)
+    _, *low = out_and_grads(
         lambda a, b, c: swda(a, b, c, 3, 1, impl=impl), q.to(dtype), k.to(dtype), v.to(dtype), 1.0
     )
     for g_full, g_low in zip(full, low):

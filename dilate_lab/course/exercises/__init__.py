@@ -8,7 +8,7 @@ In a notebook::
     lesson02.swda_loop.solution()            # the worked answer, one call away
 
 One module a lesson or topic: ``start`` (00, 01), ``swda`` (02, 03), ``msda`` (04),
-``model`` (05), ``speed`` (06); what several of them share is in ``_common``.
+``model`` (05), ``speed`` (06), ``training`` (07); what several of them share is in ``_common``.
 """
 
 from .model import lesson05
@@ -16,5 +16,6 @@ from .msda import lesson04
 from .start import lesson00, lesson01
 from .swda import lesson02, lesson03
 from .speed import lesson06
+from .training import lesson07
 
-__all__ = ["lesson00", "lesson01", "lesson02", "lesson03", "lesson04", "lesson05", "lesson06"]
+__all__ = ["lesson00", "lesson01", "lesson02", "lesson03", "lesson04", "lesson05", "lesson06", "lesson07"]
