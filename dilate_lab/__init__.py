@@ -8,7 +8,9 @@ The library (imports torch only)::
   ``explain_impl()`` says which one ``impl="auto"`` picks, and why.
 - ``ops``: one module per implementation and the registry that chooses.
 - ``nn``: ``MultiDilateAttention``, the blocks and the DilateFormer models.
-- ``geometry``, ``flops``, ``tracing``; ``bench`` and ``build_kernel`` are command lines.
+- ``geometry``, ``flops``, ``tracing``, ``checkpoint`` (``load_checkpoint``);
+  ``bench`` and ``build_kernel`` are command lines; ``timm_models`` registers the
+  models with timm (imported on request: it needs timm).
 
 The course (``dilate_lab.course``: figures, explorers, exercises, data, training)
 needs matplotlib and, for the explorers, ipywidgets. Its public names can be
@@ -39,6 +41,7 @@ from .nn import (
     dilateformer_tiny,
 )
 from .flops import PAPER_GFLOPS, FlopCount, count_flops, format_flops_table
+from .checkpoint import load_checkpoint
 from .tracing import TracedTensor, record, trace_tensors
 
 __version__ = "0.1.0"
