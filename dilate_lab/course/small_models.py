@@ -151,7 +151,7 @@ class SmallDilateFormer(nn.Module):
             normal, std 0.02, zero biases; LayerNorms 1 and 0). Default False:
             PyTorch's default initialisation. On the long-range task the choice
             did not change the ablation's outcome (8 epochs, seeds 0-2,
-            ``python -m dilate_lab.train --official-init``: (1, 2, 3) 0.992-0.994,
+            ``python -m dilate_lab.course.train --official-init``: (1, 2, 3) 0.992-0.994,
             (1, 1, 1) 0.500-0.520, global 1.000; the default gives 0.992-1.000,
             0.498-0.540 and 1.000).
         impl: ``swda`` implementation of the dilated attention.

@@ -1,7 +1,7 @@
 """How fast each explorer answers a change of one control, measured; also a command line.
 
-    python -m dilate_lab.widget_timing            # every explorer, 3 rounds
-    python -m dilate_lab.widget_timing --rounds 5 --threads 1
+    python -m dilate_lab.course.widget_timing            # every explorer, 3 rounds
+    python -m dilate_lab.course.widget_timing --rounds 5 --threads 1
 
 Each explorer is built at its default settings; then every control in turn is
 moved to another valid value and back, ``rounds`` times. A change is timed from
@@ -93,7 +93,7 @@ def format_timings(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dilate_lab.widget_timing", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dilate_lab.course.widget_timing", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="times each control is moved and moved back")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
