@@ -17,7 +17,7 @@ from dilate_lab.course.small_models import (
     receptive_radius,
 )
 from dilate_lab.course.exercises.training import _BLOCKS_CASES, _blocks_needed
-from dilate_lab.course.loop import _lr_factor
+from dilate_lab.course.loop import _lr_factor, _start_run
 from dilate_lab.course.train import (
     History,
     RunResult,
@@ -119,6 +119,28 @@ def test_a_few_steps_lower_the_loss_of_a_small_dilateformer_on_a_fixed_batch():
     before = evaluate(model, batch).loss
     fit(model, batch, batch, epochs=15, batch_size=32, lr=5e-3, warmup_fraction=0.0, progress=False)
     assert evaluate(model, batch).loss < 0.85 * before  # measured: 2.39 -> 1.86
+
+
+def test_fit_decays_matrices_and_kernels_but_not_biases_or_norms():
+    model = build_model("digits", "1,2,3")
+    images, labels = _blobs(8)
+    run = _start_run(model, images, labels, 1, 1e-3, 4, 0.05, 0.1, 0)
+    decay = {id(p): g["weight_decay"] for g in run.optimizer.param_groups for p in g["params"]}
+    assert sorted(decay) == sorted(id(p) for p in model.parameters())  # each exactly once
+    assert len(decay) == sum(len(g["params"]) for g in run.optimizer.param_groups)
+    for name, p in model.named_parameters():
+        # a weight matrix or kernel keeps the decay; a bias, a norm's weight, a vector none
+        expected = 0.0 if name.endswith("bias") or "norm" in name or p.ndim <= 1 else 0.05
+        assert decay[id(p)] == expected, name
+    names = dict(model.named_parameters())
+    assert any(n.endswith("pos_embed.bias") for n in names)  # the cases the rule is about exist
+    assert any("norm" in n and n.endswith("weight") for n in names)
+
+
+def test_a_model_without_vectors_still_gets_an_optimiser():
+    model = nn.Linear(3, 2, bias=False)
+    run = _start_run(model, torch.zeros(4, 3), torch.zeros(4, dtype=torch.long), 1, 1e-3, 2, 0.1, 0.1, 0)
+    assert [g["weight_decay"] for g in run.optimizer.param_groups] == [0.1]
 
 
 def test_fit_learns_separable_data_and_records_every_epoch():

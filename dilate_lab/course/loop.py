@@ -245,6 +245,23 @@ def _check_fit_args(
     return images, labels
 
 
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two optimiser groups: matrices and kernels decayed, vectors and scalars not.
+
+    Weight decay pulls a weight towards zero; that regularises the matrices and
+    convolution kernels, but a bias or a norm's scale (``ndim <= 1``, position-embedding
+    biases included) only shifts or scales a feature, and pulling it to zero just
+    fights the optimiser (a LayerNorm scale of 0 switches a channel off). timm and
+    nanoGPT leave them undecayed the same way. Frozen parameters are left out.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]] or [{"params": [], "weight_decay": 0.0}]
+
+
 @dataclass
 class _Run:
     """What one epoch of ``fit`` needs besides the model: data, optimiser, schedule, batch order."""
@@ -265,7 +282,7 @@ def _start_run(
     steps_per_epoch = len(labels) // batch_size
     total = epochs * steps_per_epoch
     warmup = max(1, int(warmup_fraction * total))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: _lr_factor(step, total, warmup)
     )
@@ -328,7 +345,9 @@ def fit(
         epochs, batch_size: passes over ``train``; the last short batch is dropped.
         lr: peak learning rate, reached after ``warmup_fraction`` of the steps
             (linear warm-up), then a cosine decay to zero.
-        weight_decay: AdamW's decoupled weight decay.
+        weight_decay: AdamW's decoupled weight decay, on the weight matrices and
+            convolution kernels only; biases and norm weights are not decayed
+            (``param_groups``).
         seed: seeds the batch order and everything random in the forward pass
             (dropout): the same model, data and seed give the same run on one machine.
         progress: True prints a progress bar while each epoch runs and one line
