@@ -171,3 +171,87 @@ def chromium_page(executable_path: str, viewport=(1400, 1000)):
             yield page
         finally:
             browser.close()
+
+
+# ---------------------------------------------------------------------------
+# the browser-native receptive-field explorer: the same checks in JupyterLab and in the static page
+# ---------------------------------------------------------------------------
+_TIME_CLICKS = """
+async (root, cells) => {
+  const results = [];
+  for (const [row, col] of cells) {
+    const rect = root.querySelector(`svg.dl-map rect.dl-cell[data-row="${row}"][data-col="${col}"]`);
+    const box = rect.getBoundingClientRect();
+    const at = {bubbles: true, clientX: box.left + box.width / 2, clientY: box.top + box.height / 2, buttons: 1};
+    const start = performance.now();
+    rect.dispatchEvent(new PointerEvent("pointerdown", at));
+    rect.dispatchEvent(new PointerEvent("pointerup", {...at, buttons: 0}));
+    await null;  // the explorer redraws in a microtask queued by the model's change event
+    const drawn = performance.now();
+    await new Promise((resolve) => requestAnimationFrame(() => resolve()));
+    const frame = performance.now();
+    const shown = [root.querySelector('[data-query="row"]').textContent, root.querySelector('[data-query="col"]').textContent];
+    results.push({drawnMs: drawn - start, frameMs: frame - start, shown: shown.map(Number), want: [row, col]});
+  }
+  return results;
+}
+"""
+
+
+def window_cells(explorer, panel: str) -> tuple[set[tuple[int, int]], set[tuple[int, int]], tuple[int, int]]:
+    """The (row, col) of the highlighted window cells on the map, of the padded ones, and the query."""
+    def cells(css: str) -> set[tuple[int, int]]:
+        found = explorer.locator(f'svg.dl-map[data-panel="{panel}"] rect.dl-cell{css}').evaluate_all(
+            "rects => rects.map(r => [Number(r.dataset.row), Number(r.dataset.col)])"
+        )
+        return {tuple(cell) for cell in found}
+
+    (query,) = cells(".query")
+    return cells(".win"), cells(".pad"), query
+
+
+def check_window_shown(explorer, row: int, col: int, kernel_size: int, dilation: int, size: int) -> None:
+    """The highlighted cells and the counts are those of ``dilated_window`` for this query."""
+    from dilate_lab.geometry import dilated_window
+
+    want = dilated_window(row, col, kernel_size, dilation, size, size)
+    inside, padded, query = window_cells(explorer, f"r{dilation}")
+    assert query == (row, col)
+    assert inside == set(want.inside_positions)
+    assert padded == set(want.outside_positions)
+    counts = explorer.locator(f'.dl-counts[data-dilation="{dilation}"]')
+    assert counts.locator('[data-count="inside"]').inner_text() == str(want.n_inside)
+    assert counts.locator('[data-count="padded"]').inner_text() == str(want.n_outside)
+    assert counts.locator('[data-count="span"]').inner_text() == str(want.span)
+
+
+def click_and_drag_receptive_field(page, explorer, kernel_size: int, dilation: int, size: int) -> dict:
+    """Click a cell, drag to another, time clicks: what a learner does with the explorer.
+
+    Returns the timing of 20 clicks: input event -> redrawn DOM, and -> the next frame.
+    """
+    panel = f'svg.dl-map[data-panel="r{dilation}"]'
+    explorer.scroll_into_view_if_needed()
+    explorer.locator(f'{panel} rect.dl-cell[data-row="0"][data-col="{size - 1}"]').click()
+    check_window_shown(explorer, 0, size - 1, kernel_size, dilation, size)
+
+    start = explorer.locator(f'{panel} rect.dl-cell[data-row="1"][data-col="1"]').bounding_box()
+    end = explorer.locator(f'{panel} rect.dl-cell[data-row="{size // 2}"][data-col="{size // 2 + 1}"]').bounding_box()
+    page.mouse.move(start["x"] + start["width"] / 2, start["y"] + start["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(end["x"] + end["width"] / 2, end["y"] + end["height"] / 2, steps=8)
+    page.mouse.up()
+    check_window_shown(explorer, size // 2, size // 2 + 1, kernel_size, dilation, size)
+
+    cells = [((7 * i) % size, (5 * i + 3) % size) for i in range(20)]
+    cells = [cell for i, cell in enumerate(cells) if i == 0 or cell != cells[i - 1]]
+    results = explorer.evaluate(_TIME_CLICKS, cells)
+    for result in results:
+        assert result["shown"] == result["want"], result
+    drawn = sorted(r["drawnMs"] for r in results)
+    frame = sorted(r["frameMs"] for r in results)
+    return {
+        "clicks": len(results),
+        "median_drawn_ms": drawn[len(drawn) // 2], "max_drawn_ms": drawn[-1],
+        "median_frame_ms": frame[len(frame) // 2], "max_frame_ms": frame[-1],
+    }
