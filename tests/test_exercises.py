@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dilate_lab import swda
 from dilate_lab.course.exercises import lesson00, lesson01, lesson02, lesson03, lesson04, lesson05, lesson06
+from reference import dense_swda
 
 
 def status(exercise, answer):
@@ -37,27 +37,27 @@ def right_loop(q, k, v, kernel_size, dilation):
 
 
 def masked_loop(q, k, v, kernel_size, dilation):
-    return swda(q, k, v, kernel_size, dilation, padding="mask", impl="naive")
+    return dense_swda(q, k, v, kernel_size, dilation, padding="mask")
 
 
 def undilated(q, k, v, kernel_size, dilation):
-    return swda(q, k, v, kernel_size, 1, impl="naive")
+    return dense_swda(q, k, v, kernel_size, 1)
 
 
 def unscaled(q, k, v, kernel_size, dilation):
-    return swda(q, k, v, kernel_size, dilation, scale=1.0, impl="naive")
+    return dense_swda(q, k, v, kernel_size, dilation, scale=1.0)
 
 
 def detached(q, k, v, kernel_size, dilation):
-    return swda(q.detach(), k.detach(), v.detach(), kernel_size, dilation)
+    return dense_swda(q.detach(), k.detach(), v.detach(), kernel_size, dilation)
 
 
 def detached_v_only(q, k, v, kernel_size, dilation):
-    return swda(q, k, v.detach(), kernel_size, dilation)
+    return dense_swda(q, k, v.detach(), kernel_size, dilation)
 
 
 def wrong_shape(q, k, v, kernel_size, dilation):
-    return swda(q, k, v, kernel_size, dilation)[..., :-1]
+    return dense_swda(q, k, v, kernel_size, dilation)[..., :-1]
 
 
 def crashes(q, k, v, kernel_size, dilation):
@@ -73,7 +73,7 @@ def blank_raises(q, k, v, kernel_size, dilation):
 
 
 def in_place(q, k, v, kernel_size, dilation):
-    out = swda(q, k, v, kernel_size, dilation)
+    out = dense_swda(q, k, v, kernel_size, dilation)
     with torch.no_grad():
         q.add_(1)
     return out
@@ -122,7 +122,7 @@ def test_swda_loop_feedback(answer, kind, phrase):
 
 def test_swda_mismatch_reports_position_and_values():
     def off_by_a_bit(q, k, v, kernel_size, dilation):
-        out = swda(q, k, v, kernel_size, dilation)
+        out = dense_swda(q, k, v, kernel_size, dilation)
         bump = torch.zeros_like(out)
         bump[0, 1, 2, 3, 0] = 0.5
         return out + bump
@@ -135,7 +135,7 @@ def test_swda_mismatch_reports_position_and_values():
 
 def test_border_only_mistake_is_named():
     def wrong_at_corner(q, k, v, kernel_size, dilation):
-        out = swda(q, k, v, kernel_size, dilation)
+        out = dense_swda(q, k, v, kernel_size, dilation)
         return out + torch.nn.functional.pad(torch.ones(1, 1, 1, 1, 1, dtype=out.dtype),
                                              (0, out.shape[4] - 1, 0, out.shape[3] - 1,
                                               0, out.shape[2] - 1, 0, out.shape[1] - 1,
@@ -246,7 +246,8 @@ def test_unfold_feedback():
 @pytest.mark.parametrize(
     "answer,kind,phrase",
     [(9, "correct", "9 pixels"), (None, "not attempted", "empty"), (5, "incorrect", "kernel size"),
-     (10, "incorrect", "both included"), (25, "incorrect", "k * k"), (9.0, "incorrect", "expected an int"),
+     (10, "incorrect", "both included"), (25, "incorrect", "k * k"), (9.0, "correct", "9 pixels"),
+     (9.5, "incorrect", "not a whole number"),
      (7, "incorrect", "7 is not")],
 )
 def test_span_feedback(answer, kind, phrase):
@@ -289,14 +290,25 @@ def by_groups(attend):
     return msda
 
 
+def shift_swda(q, k, v, kernel_size, dilation):
+    """SWDA over k*k shifted views, written here (the checkers refuse answers that call the library)."""
+    H, W, d = q.shape[2], q.shape[3], q.shape[4]
+    p = dilation * (kernel_size // 2)
+    k_pad, v_pad = F.pad(k, (0, 0, p, p, p, p)), F.pad(v, (0, 0, p, p, p, p))
+    corners = [(a * dilation, b * dilation) for a in range(kernel_size) for b in range(kernel_size)]
+    logits = torch.stack([(q * k_pad[:, :, t : t + H, s : s + W]).sum(-1) for t, s in corners], -1)
+    attn = torch.softmax(logits * d**-0.5, dim=-1)  # B, heads, H, W, k*k
+    return sum(attn[..., o : o + 1] * v_pad[:, :, t : t + H, s : s + W] for o, (t, s) in enumerate(corners))
+
+
 def edits_k(q, k, v, kernel_size, dilation):
     with torch.no_grad():
         k.mul_(2.0)
-    return swda(q, k, v, kernel_size, dilation, impl="shift")
+    return shift_swda(q, k, v, kernel_size, dilation)
 
 
 def cuts_k(q, k, v, kernel_size, dilation):
-    return swda(q, k.detach(), v, kernel_size, dilation, impl="shift")
+    return shift_swda(q, k.detach(), v, kernel_size, dilation)
 
 
 ATTENTION_EXERCISES = [
@@ -315,7 +327,7 @@ def test_every_attention_exercise_refuses_an_answer_that_edits_its_input(exercis
 
 @pytest.mark.parametrize("exercise,wrap", ATTENTION_EXERCISES)
 def test_every_attention_exercise_names_the_input_no_gradient_reaches(exercise, wrap):
-    right = exercise.evaluate(wrap(lambda q, k, v, ks, r: swda(q, k, v, ks, r, impl="shift")))
+    right = exercise.evaluate(wrap(shift_swda))
     assert right.correct, right.message
     feedback = exercise.evaluate(wrap(cuts_k))
     assert feedback.status == "incorrect"

@@ -17,15 +17,20 @@ and prints nothing, so that tests can assert on it.
 
 from __future__ import annotations
 
+import contextlib
+import math
+import numbers
 import os
 import sys
 import traceback
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 __all__ = [
+    "as_whole_number",
     "Feedback",
     "Exercise",
     "NotAttempted",
@@ -102,6 +107,35 @@ def call_answer(fn: Callable, *args, **kwargs):
     return result
 
 
+def as_whole_number(value, what: str) -> int:
+    """``value`` as an int, whatever numeric type carries it; ``what`` names it in messages.
+
+    A count worked out by a learner may arrive as 9, as 9.0 (after a ``/``), as
+    ``np.int64(9)`` (from numpy) or as ``tensor(9)`` (from torch): the same number, so
+    every exercise that asks for one accepts them alike. Refused, each with its own
+    message: a bool (True is not a count), a value with a fractional part (``9.5``), a
+    tensor or array of more than one element, and anything that is not a real number.
+    """
+    number = value
+    if isinstance(number, (torch.Tensor, np.ndarray)):
+        size = number.numel() if isinstance(number, torch.Tensor) else number.size
+        if size != 1:
+            raise Incorrect(
+                f"{what} is a {type(value).__name__} of shape {tuple(number.shape)}, expected one number."
+            )
+        number = number.item()
+    elif isinstance(number, np.generic):
+        number = number.item()
+    if isinstance(number, bool) or not isinstance(number, numbers.Real):
+        raise Incorrect(f"{what} is {type(value).__name__} {value!r}, expected a number.")
+    if not math.isfinite(number) or number != math.floor(number):
+        raise Incorrect(
+            f"{what} is {number!r}, not a whole number, and a count of pixels or scores is one. "
+            "Did a / (which always gives a float) or a square root leave a fraction behind?"
+        )
+    return int(number)
+
+
 def first_mismatch(yours: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float):
     """Index of the first element where the tensors differ beyond tolerance, or None."""
     bad = ~torch.isclose(yours, expected, atol=atol, rtol=rtol, equal_nan=False)
@@ -133,6 +167,23 @@ def compare(
         )
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """Run a check on one CPU thread, then give torch its threads back.
+
+    A check works on tensors of a few hundred numbers, thousands of times (a learner's
+    loop over pixels): threads cannot speed that up, and on a busy machine every
+    operator then waits for a pool of threads to meet, which made a loop answer's
+    check some 30 times slower (seconds instead of a tenth of one).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class Exercise:
     """One exercise: a check function plus hints and a solution to print on request.
 
@@ -154,7 +205,8 @@ class Exercise:
 
     def evaluate(self, answer) -> Feedback:
         try:
-            message = self._check_fn(answer)
+            with _one_thread():
+                message = self._check_fn(answer)
         except NotAttempted as reason:
             return Feedback(NOT_ATTEMPTED, f"{reason} {self._nudge()}")
         except Incorrect as reason:

@@ -12,7 +12,12 @@ package tests check against an independent dense reference.
 
 from __future__ import annotations
 
+import functools
+import os
+import sys
+
 import torch
+import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from ..checking import Incorrect, call_answer, compare
@@ -61,28 +66,126 @@ def _check_gradients(out, inputs, no_grad: str, leaves: str = _LEAVES_AUTOGRAD) 
             raise Incorrect(f"no gradient reaches {name}: {leaves}")
 
 
+_ALLOWED_LIBRARY_PARTS = ("geometry.py", "_checks.py", "tracing.py", os.path.join("course", "checking.py"),
+                          os.path.join("course", "exercises") + os.sep)
+"""Files of dilate_lab a learner's answer may run: window geometry, argument checks, the shape
+tracer's ``record``, and the checkers themselves. Everything else in the package computes
+attention somewhere (the public ``swda``, every implementation in ``ops``, the modules, the
+course's figures and buggy modules), so an answer that runs it has not written its own."""
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__)))) + os.sep
+
+
+@functools.lru_cache(maxsize=None)
+def _is_library_file(filename: str) -> bool:
+    """True for a file of dilate_lab that computes attention (not one of ``_ALLOWED_LIBRARY_PARTS``)."""
+    path = os.path.realpath(filename)
+    if not path.startswith(_PACKAGE_DIR):
+        return False
+    return not path[len(_PACKAGE_DIR):].startswith(_ALLOWED_LIBRARY_PARTS)
+
+
+def _is_library_op(func) -> bool:
+    """True for a ``torch.ops.dilate_lab.*`` operator (an overload or its packet), called directly."""
+    return getattr(func, "namespace", None) == "dilate_lab" or str(
+        getattr(func, "_qualified_op_name", "")
+    ).startswith("dilate_lab::")
+
+
+class LibraryCalled(RuntimeError):
+    """Raised inside a learner's answer that calls dilate_lab's own attention."""
+
+
 class _FunctionRecorder(TorchFunctionMode):
-    """Records which torch functions a learner's code calls."""
+    """Records which torch functions a learner's code calls, how many, and what F.unfold got.
+
+    It also keeps the library out of the answer: a torch call made while a frame of
+    dilate_lab's attention code (``swda``, any implementation, a module's forward) is on
+    the stack between the learner's function and the checker, or a direct call of a
+    ``torch.ops.dilate_lab`` operator, raises ``LibraryCalled`` at once, and ``library``
+    keeps the name of what was called, so that the checker refuses the answer even if
+    the learner's code caught the error. Looking at the stack (not at module
+    attributes) catches every way to reach the code: ``from dilate_lab import swda``,
+    ``functools.partial``, an implementation imported from ``dilate_lab.ops``.
+    """
 
     def __enter__(self):
         self.seen = set()
+        self.calls = 0
+        self.unfolds = []  # (input, output) of every F.unfold call, nn.Unfold's included
+        self.library = None
         return super().__enter__()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
         self.seen.add(func)
-        return func(*args, **(kwargs or {}))
+        self._refuse_library(func)
+        result = func(*args, **(kwargs or {}))
+        if func is F.unfold and args:
+            self.unfolds.append((args[0], result))
+        return result
+
+    def _refuse_library(self, func) -> None:
+        name = None
+        if _is_library_op(func):
+            name = f"torch.ops.{str(getattr(func, '_qualified_op_name', func)).replace('::', '.')}"
+        frame, outermost = sys._getframe(2), None
+        while frame is not None and frame.f_code is not _ANSWER_CALLER:
+            if _is_library_file(frame.f_code.co_filename):
+                outermost = frame
+            frame = frame.f_back
+        if outermost is not None:
+            name = _public_name(outermost)
+        if name is None:
+            return
+        if self.library is None:
+            self.library = name
+        raise LibraryCalled(_library_message(self.library))
+
+
+def _public_name(frame) -> str:
+    """How the learner likely reached the code of ``frame``: ``dilate_lab.swda`` rather than
+    ``dilate_lab.functional.swda`` where the package exports it."""
+    import dilate_lab  # the package is imported by now; late, to keep the import graph simple
+
+    code = frame.f_code
+    public = getattr(dilate_lab, code.co_name, None)
+    if getattr(public, "__code__", None) is code:
+        return f"dilate_lab.{code.co_name}"
+    owner = frame.f_locals.get("self")
+    if owner is not None and not isinstance(owner, type):
+        return f"{type(owner).__name__}.{code.co_name}"
+    return f"{frame.f_globals.get('__name__', 'dilate_lab')}.{code.co_name}"
+
+
+_ANSWER_CALLER = call_answer.__code__
+"""The stack walk of ``_FunctionRecorder`` stops at the frame that called the answer."""
+
+
+def _library_message(name: str) -> str:
+    return (
+        f"your function called {name}, dilate_lab's own attention: this exercise asks you to "
+        "write SWDA yourself, with torch operations (the library is what your answer is checked "
+        "against, so it cannot be part of it)."
+    )
 
 
 def _call_with_advice(fn, calls, q, k, v, kernel_size, dilation, crash_advice=None):
     """``call_answer`` under the recorder ``calls``; a crash names the case, and
-    ``crash_advice(message)`` may add a tip for it."""
+    ``crash_advice(message, calls, q)`` may add a tip for it. An answer that called the
+    library is refused whether it crashed or not."""
     where = f"(kernel_size={kernel_size}, dilation={dilation}, q of shape {tuple(q.shape)})"
     try:
         with calls:
-            return call_answer(fn, q, k, v, kernel_size, dilation)
+            out = call_answer(fn, q, k, v, kernel_size, dilation)
     except Incorrect as crash:
-        tip = crash_advice(str(crash)) if crash_advice else ""
+        if calls.library is not None:
+            raise Incorrect(_library_message(calls.library)) from None
+        tip = crash_advice(str(crash), calls, q) if crash_advice else ""
         raise Incorrect(f"{where} {crash}{' ' + tip if tip else ''}") from None
+    if calls.library is not None:
+        raise Incorrect(_library_message(calls.library))
+    return out
 
 
 def _diagnose_swda(out, q, k, v, kernel_size, dilation, known_mistakes=()) -> None:
@@ -135,12 +238,13 @@ def _diagnose_swda(out, q, k, v, kernel_size, dilation, known_mistakes=()) -> No
     raise Incorrect(f"{where} {generic}")
 
 
-def _check_swda_function(fn, must_call=None, known_mistakes=(), crash_advice=None) -> None:
+def _check_swda_function(fn, must_call=None, known_mistakes=(), crash_advice=None, uses=None) -> None:
     """Run a learner's SWDA on every case of ``_SWDA_CASES`` (lessons 02 and 03).
 
     ``must_call``: (torch functions, message) refuses an answer that calls none of
-    them; ``known_mistakes`` goes to ``_diagnose_swda``; ``crash_advice(message)``
-    may add a tip to a crash.
+    them; ``known_mistakes`` goes to ``_diagnose_swda``; ``crash_advice(message,
+    recorder, q)`` may add a tip to a crash; ``uses(out, q, k, v, recorder)``, run on
+    a right output before the gradient check, may refuse how it was computed.
     """
     for case, (kernel_size, dilation, shape) in enumerate(_SWDA_CASES):
         (q, k, v), originals = _leaf_qkv(shape, seed=case)
@@ -150,6 +254,8 @@ def _check_swda_function(fn, must_call=None, known_mistakes=(), crash_advice=Non
             raise Incorrect(must_call[1])
         _check_untouched((q, k, v), originals)
         _diagnose_swda(out, q.detach(), k.detach(), v.detach(), kernel_size, dilation, known_mistakes)
+        if uses is not None and out.requires_grad:
+            uses(out, q, k, v, calls)
         _check_gradients(
             out,
             (q, k, v),

@@ -15,11 +15,12 @@ not computed by a formula that could share the learner's mistake.
 from __future__ import annotations
 
 import functools
+import math
 from types import SimpleNamespace
 
 import torch
 
-from ..checking import Exercise, Incorrect, call_answer
+from ..checking import Exercise, Incorrect, as_whole_number, call_answer
 from ...geometry import downsampled_side, window_offsets
 from ...nn import DilateFormer
 
@@ -34,15 +35,46 @@ def _span_by_growing(kernel_size: int, dilations) -> int:
     return max(reach) - min(reach) + 1
 
 
+_SPAN_CASES = [(3, [1]), (3, [1, 1, 1]), (3, [1, 2, 3]), (5, [2, 2]), (3, [3, 1])]
+
+_SPAN_MISTAKES = [  # (a wrong formula, what it gets wrong); no two agree on every case
+    (lambda k, rs: sum((k - 1) * r + 1 for r in rs),
+     "you added the layers' spans, (k - 1) * r + 1 each, which counts the centre pixel once per "
+     "layer. Consecutive layers share it: add the reaches (k - 1) * r and count the centre once."),
+    (lambda k, rs: (k - 1) * max(rs) + 1,
+     "that is the span of the widest layer alone. Stacked layers add up: the next layer's window "
+     "is centred on every pixel the previous one reached, so each layer widens the span."),
+    (lambda k, rs: sum((k - 1) * r for r in rs),
+     "off by one: the reaches (k - 1) * r add up to the distance between the outermost pixels; "
+     "the span counts pixels, both ends included, so add 1."),
+    (lambda k, rs: sum(k * r for r in rs),
+     "one layer does not span k * r pixels: its k positions have k - 1 gaps of r pixels, so it "
+     "spans (k - 1) * r + 1."),
+    (lambda k, rs: 1 + sum(k * r for r in rs),
+     "each layer widens the span by (k - 1) * r, not k * r: k positions have k - 1 gaps of r pixels."),
+    (lambda k, rs: 1 + sum((k // 2) * r for r in rs),
+     "that counts one side only: a layer reaches (k // 2) * r pixels to the left and as many to the "
+     "right, so it widens the span by (k - 1) * r."),
+    (lambda k, rs: math.prod((k - 1) * r + 1 for r in rs),
+     "spans do not multiply: a second layer does not repeat the whole first window at each of its "
+     "positions side by side, it shifts it, so the reaches add: 1 + sum((k - 1) * r)."),
+]
+
+
 def _check_stacked_span(fn) -> str:
-    for kernel_size, dilations in [(3, [1]), (3, [1, 1, 1]), (3, [1, 2, 3]), (5, [2, 2]), (3, [3, 1])]:
-        got = call_answer(fn, kernel_size, dilations)
-        expected = _span_by_growing(kernel_size, dilations)
-        if got != expected:
-            raise Incorrect(
-                f"stacked_span({kernel_size}, {dilations}) returned {got!r}, expected {expected}: "
-                "each layer widens the reach by (kernel_size - 1) * dilation pixels in all."
-            )
+    answers = [
+        as_whole_number(call_answer(fn, k, rs), f"stacked_span({k}, {rs})") for k, rs in _SPAN_CASES
+    ]
+    expected = [_span_by_growing(k, rs) for k, rs in _SPAN_CASES]
+    wrong = [i for i, (got, want) in enumerate(zip(answers, expected)) if got != want]
+    if wrong:
+        (k, rs), got, want = _SPAN_CASES[wrong[0]], answers[wrong[0]], expected[wrong[0]]
+        why = next(
+            (message for formula, message in _SPAN_MISTAKES
+             if all(formula(*case) == a for case, a in zip(_SPAN_CASES, answers))),
+            "each layer widens the reach by (kernel_size - 1) * dilation pixels in all.",
+        )
+        raise Incorrect(f"stacked_span({k}, {rs}) returned {got!r}, expected {want}: {why}")
     return "spans add: 1 + sum((k - 1) * r). Three 3x3 layers with dilations [1, 2, 3] reach 13 pixels."
 
 

@@ -30,6 +30,7 @@ from ..checking import Exercise, Incorrect, call_answer, compare
 from ...functional import swda
 from ...nn import MultiDilateAttention
 from ._common import _check_gradients, _check_untouched, _leaf_qkv
+from ._disguises import disguised_bug, misleading_name, zero_gradient
 
 __all__ = ["lesson04"]
 
@@ -175,6 +176,21 @@ def _msda_module(kind=MultiDilateAttention, dim=12, num_heads=6, dilation=(1, 2,
     return _seeded(lambda: kind(dim, num_heads, kernel_size=kernel_size, dilation=dilation, qkv_bias=True), seed)
 
 
+_LOOKS = (
+    " A check must judge what the module does (run it, backward, look at the result), never its "
+    "class, its name or its attributes: this module's looks say the opposite of what it does."
+)
+"""Appended to the reason when a check misjudges a module in disguise (``_disguises``)."""
+
+_IN_PLACE_IN_DISGUISE = disguised_bug(InPlaceMultiDilateAttention)
+_DETACHED_IN_DISGUISE = disguised_bug(DetachedMultiDilateAttention, "DilateAttention")
+_FIXED_RATE_IN_DISGUISE = disguised_bug(FixedRateMultiDilateAttention)
+_ZERO_GRADIENT = zero_gradient()
+_CLEAN_IN_PLACE = misleading_name(InPlaceMultiDilateAttention)
+_CLEAN_DETACHED = misleading_name(DetachedMultiDilateAttention)
+_CLEAN_FIXED_RATE = misleading_name(FixedRateMultiDilateAttention)
+
+
 def _expect(fn, cases) -> None:
     """cases: (build a module, a name for it, expected verdict, message when the verdict is wrong)."""
     for build, who, expected, why in cases:
@@ -191,6 +207,12 @@ def _check_backward_runs(fn) -> str:
         (lambda: _msda_module(DetachedMultiDilateAttention), "DetachedMultiDilateAttention", True,
          "its backward() runs (that is what makes the 'fix' tempting). This check answers one question only: "
          "does backward raise?"),
+        (lambda: _msda_module(_IN_PLACE_IN_DISGUISE), "a subclass of MultiDilateAttention, named "
+         "MultiDilateAttention, that writes its outputs in place", False,
+         "its backward() raises the in-place RuntimeError, whatever its class is called." + _LOOKS),
+        (lambda: _msda_module(_CLEAN_IN_PLACE), "a class named InPlaceMultiDilateAttention (a subclass "
+         "of it) whose forward is correct", True,
+         "its forward builds the output out of place, so backward() runs." + _LOOKS),
     ])
     return (
         "your check catches the in-place bug. Notice that it passes the detached version: a check that "
@@ -214,6 +236,17 @@ def _check_qkv_gets_gradient(fn) -> str:
          "its qkv does receive a gradient (its bug is elsewhere): test the gradient itself, nothing else."),
         (stale, "a DetachedMultiDilateAttention whose gradients still hold an earlier step's values", False,
          "clear the gradients first (module.zero_grad()), so that you only see this backward pass."),
+        (lambda: _msda_module(_ZERO_GRADIENT), "a module whose qkv projection gets a gradient of "
+         "zeros", False,
+         "after backward its qkv.weight.grad is a tensor of zeros, not None: the projection takes part "
+         "in the graph, but multiplied by zero, so it learns nothing either. Check for all zeros as "
+         "well as for None, as the hint says."),
+        (lambda: _msda_module(_DETACHED_IN_DISGUISE), "a subclass of MultiDilateAttention, named "
+         "DilateAttention, that detaches q, k and v", False,
+         "after backward its qkv.weight.grad is None, whatever its class is called." + _LOOKS),
+        (lambda: _msda_module(_CLEAN_DETACHED), "a class named DetachedMultiDilateAttention (a subclass "
+         "of it) whose forward is correct", True,
+         "it detaches nothing: after backward its qkv.weight.grad is not zero." + _LOOKS),
     ])
     return (
         "your check catches the detach 'fix': the model trains, the loss goes down, and the qkv "
@@ -235,6 +268,12 @@ def _check_dilation_matters(fn) -> str:
          "it reaches 2 pixels, not 2 * (5 // 2) = 4: use module.kernel_size as well as module.dilation."),
         (lambda: _msda_module(dilation=(1, 1, 1)), "the correct MultiDilateAttention with dilation "
          "(1, 1, 1)", True, "its windows reach max(dilation) * (kernel_size // 2) = 1 pixel, as they should."),
+        (lambda: _msda_module(_FIXED_RATE_IN_DISGUISE), "a subclass of MultiDilateAttention, named "
+         "MultiDilateAttention, with dilation (1, 2, 3) that attends with dilation 1 in every group", False,
+         "it never looks further than 1 pixel, whatever its class is called." + _LOOKS),
+        (lambda: _msda_module(_CLEAN_FIXED_RATE), "a class named FixedRateMultiDilateAttention (a "
+         "subclass of it) with dilation (1, 2, 3) whose forward is correct", True,
+         "its dilation-3 heads see the pixel 3 columns away from the query." + _LOOKS),
     ])
     return (
         "your check catches the ignored dilation: a port that reuses one fixed-rate unfold reaches "

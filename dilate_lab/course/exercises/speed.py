@@ -23,8 +23,9 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from ..checking import Exercise, Incorrect
+from ..checking import Exercise, Incorrect, NotAttempted
 from ._common import (
     _SWDA_CASES,
     _call_with_advice,
@@ -46,21 +47,66 @@ below the k*k = 9 times of an unfolded copy."""
 _COPY_LIMIT = 0.5
 """A tensor whose storage holds more than this share of a k*k copy of K is refused."""
 
+_COUNT_SIDES = (5, 15)
+"""Map sides of the two runs that count torch calls: 9 times the pixels, 3 times the rows.
+The shift form makes the same calls at any size; a loop over pixels (or rows) does not."""
+
+_COUNT_GROWTH = (1.5, 50)
+"""The larger run may make at most 1.5 times the smaller run's calls, plus 50."""
+
+
+class _TooManyCalls(RuntimeError):
+    """Raised inside an answer once it has made more torch calls than its map size allows."""
+
 
 class _CallRecorder(_FunctionRecorder):
-    """Records the torch functions called and the largest tensor storage any of them returned."""
+    """Records the torch functions called and the largest tensor storage any of them returned;
+    past ``limit`` calls it stops the answer (a loop over pixels need not run to its end)."""
+
+    def __init__(self, limit=None):
+        super().__init__()
+        self.limit = limit
 
     def __enter__(self):
         self.largest = (0, None, ())  # (bytes, function, shape)
+        self.current = None  # the torch function running now, for _AllocationRecorder
+        self.over = False
         return super().__enter__()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        if self.limit is not None and self.calls >= self.limit:
+            self.over = True
+            raise _TooManyCalls(f"more than {self.limit} torch calls")
+        self.current = func
         result = super().__torch_function__(func, types, args, kwargs)
         for tensor in result if isinstance(result, (tuple, list)) else (result,):
             if isinstance(tensor, torch.Tensor):
                 size = tensor.untyped_storage().nbytes()
                 if size > self.largest[0]:
                     self.largest = (size, func, tuple(tensor.shape))
+        return result
+
+
+class _AllocationRecorder(TorchDispatchMode):
+    """The largest storage any ATen operator made, and the torch function it ran inside.
+
+    ``_CallRecorder`` sees what each torch function returns; this sees what happens
+    inside one (an ``einsum`` or a ``matmul`` that copies its operands), so that a
+    k*k copy made and dropped within a single call is seen too.
+    """
+
+    def __init__(self, functions: _CallRecorder):
+        super().__init__()
+        self.functions = functions
+        self.largest = (0, None, ())  # (bytes, torch function, shape)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        for tensor in result if isinstance(result, (tuple, list)) else (result,):
+            if isinstance(tensor, torch.Tensor):
+                size = tensor.untyped_storage().nbytes()
+                if size > self.largest[0]:
+                    self.largest = (size, self.functions.current, tuple(tensor.shape))
         return result
 
 
@@ -84,7 +130,7 @@ def _refuse_unfold(seen) -> None:
         )
 
 
-def _shift_crash_advice(message: str) -> str:
+def _shift_crash_advice(message: str, calls=None, q=None) -> str:
     """A tip for the usual crash of a shift answer: views shorter than the map, from too little padding."""
     if "RuntimeError" in message and "must match the size of tensor" in message:  # a broadcast error
         return (
@@ -132,27 +178,72 @@ def _check_values_and_gradients(fn) -> None:
         )
 
 
+def _calls_at(fn, side: int, limit=None) -> _CallRecorder | None:
+    """The recorder of one run on a side x side map, or None where the answer failed there
+    (the values check reports a crash, a library call or a blank answer, on its own cases)."""
+    kernel_size, dilation, (B, heads, _, _, d) = _MEMORY_CASE
+    q, k, v = _random_qkv((B, heads, side, side, d), seed=side)
+    calls = _CallRecorder(limit)
+    try:
+        _call_with_advice(fn, calls, q, k, v, kernel_size, dilation)
+    except (Incorrect, NotAttempted):
+        return calls if calls.over else None
+    return calls
+
+
+def _check_no_pixel_loop(fn) -> None:
+    """Refuse an answer whose number of torch calls grows with the map: a Python loop over pixels."""
+    small_side, large_side = _COUNT_SIDES
+    small = _calls_at(fn, small_side)
+    if small is None:
+        return
+    growth, slack = _COUNT_GROWTH
+    large = _calls_at(fn, large_side, limit=int(growth * small.calls) + slack)
+    if large is None or not large.over:
+        return
+    raise Incorrect(
+        f"your function makes {small.calls} torch calls on a {small_side}x{small_side} map and more "
+        f"than {large.limit} on a {large_side}x{large_side} one: the number of calls grows with the "
+        "map, so it loops over pixels (or rows) in Python, lesson 02's loop. The shift form loops over "
+        "the k*k window positions only, each one a whole H x W view, so its torch calls do not depend "
+        "on H and W."
+    )
+
+
 def _check_no_window_copy(fn) -> None:
     """Run once on a larger map; refuse any tensor with more than half a k*k copy of K."""
     kernel_size, dilation, shape = _MEMORY_CASE
     q, k, v = _random_qkv(shape, seed=99)
     calls = _CallRecorder()
-    _call_with_advice(fn, calls, q, k, v, kernel_size, dilation, _shift_crash_advice)
+    inside = _AllocationRecorder(calls)
+    with inside:
+        _call_with_advice(fn, calls, q, k, v, kernel_size, dilation, _shift_crash_advice)
     _refuse_unfold(calls.seen)
     kk = kernel_size * kernel_size
     k_bytes = k.numel() * k.element_size()
     size, func, made_shape = calls.largest
+    where = f"on q, k, v of shape {shape} (kernel_size={kernel_size}, dilation={dilation}) your function"
+    keep_views = (
+        "Keep the shifted views as views: compute each one's logits (or its share of the output) and let "
+        "it go, instead of stacking the views of K or V into one tensor."
+    )
     if size > _COPY_LIMIT * kk * k_bytes:
         raise Incorrect(
-            f"on q, k, v of shape {shape} (kernel_size={kernel_size}, dilation={dilation}) your function "
-            f"made a tensor of shape {made_shape} with {_function_name(func)}: {size / k_bytes:.1f} times "
-            f"the size of K, close to the k*k = {kk} copies this lesson avoids. Keep the shifted views "
-            "as views: compute each one's logits (or its share of the output) and let it go, instead "
-            "of stacking the views of K or V into one tensor."
+            f"{where} made a tensor of shape {made_shape} with {_function_name(func)}: {size / k_bytes:.1f} "
+            f"times the size of K, close to the k*k = {kk} copies this lesson avoids. {keep_views}"
+        )
+    size, func, made_shape = inside.largest
+    if size > _COPY_LIMIT * kk * k_bytes:
+        raise Incorrect(
+            f"{where} called {_function_name(func)}, which made a tensor of shape {made_shape} inside it: "
+            f"{size / k_bytes:.1f} times the size of K, close to the k*k = {kk} copies this lesson avoids "
+            "(an einsum or matmul over overlapping windows copies them first). "
+            f"{keep_views}"
         )
 
 
 def _check_swda_shift(fn) -> str:
+    _check_no_pixel_loop(fn)  # first: a loop over pixels is slow, and this stops it early
     _check_values_and_gradients(fn)
     _check_no_window_copy(fn)
     return (

@@ -15,18 +15,16 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import torch
-
-from ..checking import Exercise, Incorrect, NotAttempted, call_answer, is_blank
+from ..checking import Exercise, Incorrect, NotAttempted, as_whole_number, call_answer, is_blank
 
 __all__ = ["lesson00", "lesson01"]
 
 
 def _check_int(answer, expected: int, what: str, wrong_guesses: dict[int, str]) -> None:
+    """``answer`` must be the whole number ``expected``, in any numeric type (``as_whole_number``)."""
     if is_blank(answer):
         raise NotAttempted("the answer is still empty.")
-    if isinstance(answer, bool) or not isinstance(answer, int):
-        raise Incorrect(f"expected an int ({what}), got {type(answer).__name__} {answer!r}.")
+    answer = as_whole_number(answer, f"your answer ({what})")
     if answer != expected:
         reason = wrong_guesses.get(answer, "")
         raise Incorrect(f"{answer} is not {what}. {reason}".strip())
@@ -69,13 +67,11 @@ lesson00 = SimpleNamespace(
 def _check_attention_cost(fn) -> str:
     cases = [(4, 4, None), (7, 5, None), (56, 56, None), (4, 4, 3), (7, 5, 3), (56, 56, 3), (14, 9, 7)]
     for H, W, kernel_size in cases:
-        got = call_answer(fn, H, W, kernel_size)
+        got = as_whole_number(
+            call_answer(fn, H, W, kernel_size), f"attention_cost({H}, {W}, kernel_size={kernel_size})"
+        )
         n = H * W
         expected = n * n if kernel_size is None else n * kernel_size**2
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
-            got = got.item()
-        if isinstance(got, float) and got.is_integer():
-            got = int(got)
         if got != expected:
             if kernel_size is None:
                 detail = (
