@@ -161,6 +161,7 @@ def test_cli_quick_json(tmp_path):
     assert "quick1 fused: forward" in result.stderr  # a progress line per case
     report = json.loads(path.read_text())
     assert {"torch", "threads", "cuda_device", "rows", "targets"} <= set(report)
+    assert "gpu" not in report  # on the CPU the CPU table only, as before the GPU suite
     assert report["threads"] == 1
     assert {r["impl"] for r in report["rows"]} == {"unfold", "fused"}
     for row in report["rows"]:
@@ -250,3 +251,147 @@ def test_the_benchmark_tables_do_not_load_matplotlib():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "| fused | quick1 |" in result.stdout
+
+
+# --------------------------------------------------------------------------- the GPU suite
+# Same code path as on CUDA, run on the CPU with the implementations that run here;
+# the verdicts are checked on fake measurements, which pass or fail each target.
+def test_gpu_layouts_are_the_stages_and_two_large_maps():
+    from dilate_lab.bench.cases import GPU_LAYOUTS, LAYOUTS
+
+    assert [layout.name for layout in GPU_LAYOUTS] == ["stage1", "stage2", "128x128", "256x256"]
+    stage1 = LAYOUTS[0]
+    for layout, side in zip(GPU_LAYOUTS[2:], (128, 256)):
+        assert (layout.height, layout.width) == (side, side)
+        assert (layout.batch, layout.heads_per_group, layout.head_dim, layout.dilations) == (
+            stage1.batch,
+            stage1.heads_per_group,
+            stage1.head_dim,
+            stage1.dilations,
+        )
+
+
+@pytest.fixture(scope="module")
+def gpu_quick():
+    from dilate_lab.bench.gpu import run_gpu_benchmark
+
+    # 1 GB/s stated, not measured: the floor column is then known exactly
+    return run_gpu_benchmark("cpu", impls=["fused"], quick=True, bandwidth=1e9, progress=None)
+
+
+def test_gpu_suite_rows_and_floor_on_cpu(gpu_quick):
+    from dilate_lab.bench.cases import QUICK_GPU_LAYOUTS
+
+    rows = gpu_quick["rows"]
+    assert gpu_quick["copy_bandwidth_gbs"] == pytest.approx(1.0)
+    assert [(r["layout"], r["dtype"], r["impl"]) for r in rows] == [
+        (layout.name, dtype, impl)
+        for layout in QUICK_GPU_LAYOUTS
+        for dtype in ("float32", "bfloat16")
+        for impl in ("fused", "unfold")  # triton and flex do not run on this CPU: left out
+    ]
+    for row, layout in zip(rows[::4], QUICK_GPU_LAYOUTS):
+        elements = layout.batch * 3 * layout.heads_per_group * layout.height * layout.width * 8
+        # forward: q, k, v read and out written, 4 bytes each in float32, over 1e9 B/s
+        assert row["floor_forward_ms"] == pytest.approx(4 * elements * 4 / 1e9 * 1e3)
+    for row in rows:
+        assert row["forward_ms"] > 0 and row["fwd_bwd_ms"] > 0 and row["fwd_bwd_peak_mb"] > 0
+        assert row["forward_device_ms"] is None  # no device profiler on the CPU: wall time used
+        assert row["floor_fwd_bwd_ms"] == pytest.approx(3 * row["floor_forward_ms"])  # 12 vs 4
+        assert row["forward_vs_floor"] == pytest.approx(row["forward_ms"] / row["floor_forward_ms"])
+        assert row["fwd_bwd_vs_flex"] is None  # flex not in the run
+        same = {r["impl"]: r for r in rows if (r["layout"], r["dtype"]) == (row["layout"], row["dtype"])}
+        assert row["fwd_bwd_vs_unfold"] == pytest.approx(same["unfold"]["fwd_bwd_ms"] / row["fwd_bwd_ms"])
+    halves = [r["floor_forward_ms"] for r in rows if r["dtype"] == "bfloat16"]
+    assert halves == pytest.approx([r["floor_forward_ms"] / 2 for r in rows if r["dtype"] == "float32"])
+
+
+def _fake_rows(vs_floor: float, fb_vs_floor: float, flex_x: float, unfold_x: float, dtype="bfloat16"):
+    """Measured-looking rows of one stage-1 case: triton at ``vs_floor`` times its forward floor
+    and ``fb_vs_floor`` its forward+backward floor; flex and unfold ``flex_x``, ``unfold_x`` slower."""
+    from dilate_lab.bench.gpu import add_gpu_ratios
+
+    floor, fb_floor = 1.0, 3.0
+    rows = []
+    for impl, slower in (("triton", 1.0), ("flex", flex_x), ("unfold", unfold_x)):
+        fwd, fb = vs_floor * floor * slower, fb_vs_floor * fb_floor * slower
+        rows.append(
+            {
+                "impl": impl, "layout": "stage1", "dtype": dtype,
+                # wall times 10x the device times: the ratios must use the device times
+                "forward_ms": 10 * fwd, "fwd_bwd_ms": 10 * fb,
+                "forward_device_ms": fwd, "fwd_bwd_device_ms": fb,
+                "floor_forward_ms": floor, "floor_fwd_bwd_ms": fb_floor,
+            }
+        )
+    add_gpu_ratios(rows)
+    return rows
+
+
+def test_gpu_targets_pass_and_fail_on_fake_measurements():
+    from dilate_lab.bench.gpu import GPU_TARGETS, check_gpu_targets, format_gpu_targets
+
+    good = check_gpu_targets(_fake_rows(1.4, 2.9, 10.5, 21.0))
+    assert {t["target"] for t in good} == {spec["target"] for spec in GPU_TARGETS}
+    assert all(t["met"] is True and t["impl"] == "triton" for t in good)
+    values = {t["target"]: t["value"] for t in good}
+    assert values["forward_vs_floor"] == pytest.approx(1.4)
+    assert values["fwd_bwd_vs_floor"] == pytest.approx(2.9)
+    assert values["fwd_bwd_vs_flex"] == pytest.approx(10.5)
+    assert values["forward_vs_unfold"] == pytest.approx(21.0)
+    assert all(line.endswith("-> met") for line in format_gpu_targets(good).splitlines())
+
+    bad = check_gpu_targets(_fake_rows(1.6, 3.1, 9.5, 19.0))  # each just past its goal
+    assert len(bad) == len(GPU_TARGETS) and all(t["met"] is False for t in bad)
+    lines = format_gpu_targets(bad).splitlines()
+    assert len(lines) == len(GPU_TARGETS) and all(line.endswith("MISSED (1 of 1)") for line in lines)
+
+    # no flex in the run: its targets are not measured, the others still judged
+    no_flex = [r for r in _fake_rows(1.4, 2.9, 10.5, 21.0) if r["impl"] != "flex"]
+    from dilate_lab.bench.gpu import add_gpu_ratios
+
+    add_gpu_ratios(no_flex)
+    verdicts = {t["target"]: t["met"] for t in check_gpu_targets(no_flex)}
+    assert verdicts["forward_vs_flex"] is None and verdicts["forward_vs_unfold"] is True
+    assert "not measured" in format_gpu_targets(check_gpu_targets(no_flex))
+
+    # the floor targets are about stage 1 in bfloat16: a float32 row is held to the speed-ups only
+    fp32 = check_gpu_targets(_fake_rows(5.0, 9.0, 10.5, 21.0, dtype="float32"))
+    assert {t["target"] for t in fp32} == {
+        "forward_vs_flex", "fwd_bwd_vs_flex", "forward_vs_unfold", "fwd_bwd_vs_unfold"
+    }
+    assert all(t["met"] for t in fp32)
+
+
+def test_timing_and_bandwidth_helpers_on_cpu():
+    from dilate_lab.bench.measure import copy_bandwidth, device_busy_ms, timed_calls_ms
+
+    calls = []
+    assert timed_calls_ms(lambda: calls.append(1), "cpu", calls=5) >= 0
+    assert len(calls) == 5
+    assert device_busy_ms(lambda: None, "cpu") is None  # no device profiler off CUDA
+    assert copy_bandwidth("cpu", 2**22, repeats=3) > 1e7  # bytes/s: a 4 MiB copy, read + write
+
+
+def test_cli_gpu_suite_on_cpu_json(tmp_path):
+    path = tmp_path / "gpu.json"
+    command = [sys.executable, "-m", "dilate_lab.bench", "--device", "cpu", "--suite", "gpu",
+               "--quick", "--threads", "1", "--impls", "fused", "--dtype", "bfloat16",
+               "--json", str(path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "## GPU suite on cpu" in result.stdout and "copy bandwidth" in result.stdout
+    assert "| quick1 | bfloat16 | fused |" in result.stdout
+    assert "| quick1 | float32 |" not in result.stdout  # --dtype bfloat16 only
+    report = json.loads(path.read_text())
+    assert report["rows"] == []  # the CPU table did not run
+    (gpu,) = report["gpu"]
+    assert gpu["device"] == "cpu" and gpu["copy_bandwidth_gbs"] > 0
+    assert {(r["impl"], r["dtype"]) for r in gpu["rows"]} == {("fused", "bfloat16"), ("unfold", "bfloat16")}
+    assert gpu["targets"] == []  # no triton on this CPU
+
+
+def test_cli_rejects_unknown_dtype():
+    command = [sys.executable, "-m", "dilate_lab.bench", "--quick", "--dtype", "float8"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--dtype" in result.stderr

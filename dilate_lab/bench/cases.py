@@ -18,7 +18,15 @@ from ..ops.cpp_build import compiled_available
 from ..ops.flex import flex_available
 from .measure import _progress
 
-__all__ = ["Layout", "LAYOUTS", "QUICK_LAYOUTS", "SCALING_SIDES", "QUICK_SCALING_SIDES"]
+__all__ = [
+    "Layout",
+    "LAYOUTS",
+    "QUICK_LAYOUTS",
+    "GPU_LAYOUTS",
+    "QUICK_GPU_LAYOUTS",
+    "SCALING_SIDES",
+    "QUICK_SCALING_SIDES",
+]
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,20 @@ QUICK_LAYOUTS = (
 )
 """Tiny layouts for ``--quick``: they check that everything runs, not how fast."""
 
+GPU_LAYOUTS = LAYOUTS + (
+    Layout("128x128", batch=8, height=128, width=128, heads_per_group=1),
+    Layout("256x256", batch=8, height=256, width=256, heads_per_group=1),
+)
+"""The GPU suite: stage 1 and stage 2, then stage 1's batch, heads and head_dim
+(B = 8, 3 heads of 24) on 128 x 128 and 256 x 256 maps, where the kernels' time
+is far above the fixed cost of a launch (stage 1 in bfloat16 moves only 14 MB)."""
+
+QUICK_GPU_LAYOUTS = (
+    QUICK_LAYOUTS[0],
+    Layout("quick16", batch=1, height=16, width=16, heads_per_group=1, head_dim=8),
+)
+"""Tiny layouts for the GPU suite under ``--quick`` (and its tests on the CPU)."""
+
 SCALING_SIDES = (28, 56, 84, 112)
 QUICK_SCALING_SIDES = (6, 8, 12)
 
@@ -94,6 +116,48 @@ class _Case:
     def floor(self) -> None:
         for ((q, k, v), _), out in zip(self.groups, self.floor_out):
             torch.addcmul(q.detach(), k.detach(), v.detach(), out=out)
+
+
+class _HeadsCase:
+    """One layout's attention as one ``swda`` call over all its heads, in one dtype.
+
+    The GPU suite's case. All ``len(dilations) * heads_per_group`` heads sit in one
+    (B, heads, H, W, head_dim) tensor and ``dilation`` is the per-head tuple, as an
+    MSDA layer would call it: ``triton`` runs every dilation group in one launch;
+    the others get one call per group from ``swda`` (and a concatenation), which
+    is what a practitioner calling them would get. Inputs are drawn in float32 on
+    the CPU (the same numbers on every device) and then cast to ``dtype``.
+    """
+
+    def __init__(self, layout: Layout, device: torch.device, dtype: torch.dtype, seed: int = 0):
+        gen = torch.Generator().manual_seed(seed)
+        heads = len(layout.dilations) * layout.heads_per_group
+        shape = (layout.batch, heads, layout.height, layout.width, layout.head_dim)
+        q, k, v, grad = (torch.randn(shape, generator=gen).to(device, dtype) for _ in range(4))
+        self.layout = layout
+        self.qkv = [t.requires_grad_(True) for t in (q, k, v)]
+        self.grad = grad
+        self.dilation = tuple(r for r in layout.dilations for _ in range(layout.heads_per_group))
+
+    @property
+    def elements(self) -> int:
+        """Elements of one of q, k, v, out (and of each gradient)."""
+        return self.grad.numel()
+
+    @property
+    def element_size(self) -> int:
+        return self.grad.element_size()
+
+    def _output(self, impl) -> torch.Tensor:
+        q, k, v = self.qkv
+        return swda(q, k, v, self.layout.kernel_size, self.dilation, impl=impl)
+
+    def forward(self, impl) -> None:
+        with torch.no_grad():
+            self._output(impl)
+
+    def forward_backward(self, impl) -> None:
+        torch.autograd.grad(self._output(impl), self.qkv, self.grad)
 
 
 def _naive_too_big(layout: Layout) -> bool:

@@ -14,6 +14,7 @@ import torch
 
 from ..functional import ALL_IMPLS
 from .benchmark import _fmt, check_targets, format_table, run_benchmark, run_scaling
+from .gpu import DTYPES, gpu_suite
 
 __all__ = ["main"]
 
@@ -46,6 +47,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--quick", action="store_true", help="tiny sizes and 2 repeats: checks it runs"
+    )
+    parser.add_argument(
+        "--suite",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="auto: the CPU table on the CPU, the GPU suite (triton, flex, fused, unfold against "
+        "the measured copy bandwidth's floor, per dtype) on CUDA; gpu: the GPU suite on any device",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("both", *DTYPES),
+        default="both",
+        help="the GPU suite's dtypes (default: both float32 and bfloat16)",
     )
     parser.add_argument("--json", metavar="PATH", help="also write every row as JSON")
     parser.add_argument("--plot", metavar="PATH", help="also sweep the map side and save a figure")
@@ -121,6 +135,12 @@ def main(argv=None) -> int:
         "rows": [],
     }
     for device in devices:
+        if args.suite == "gpu" or (args.suite == "auto" and device.type == "cuda"):
+            dtypes = tuple(DTYPES) if args.dtype == "both" else (args.dtype,)
+            report.setdefault("gpu", []).append(
+                gpu_suite(device, impls, dtypes, args.repeats, args.quick, args.threads)
+            )
+            continue
         rows = run_benchmark(
             device, impls, repeats=args.repeats, quick=args.quick, threads=args.threads
         )

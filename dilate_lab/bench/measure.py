@@ -15,7 +15,14 @@ import time
 
 import torch
 
-__all__ = ["WARM_CALLS", "peak_memory_bytes", "device_name"]
+__all__ = [
+    "WARM_CALLS",
+    "peak_memory_bytes",
+    "device_name",
+    "copy_bandwidth",
+    "timed_calls_ms",
+    "device_busy_ms",
+]
 
 
 def _sync(device: torch.device) -> None:
@@ -97,6 +104,70 @@ def _timed_warm_ms(fn, device) -> float:
     for _ in range(WARM_CALLS):
         fn()
     return _timed_ms(fn, device)
+
+
+def timed_calls_ms(fn, device, calls: int = 1) -> float:
+    """Milliseconds per call of ``calls`` back-to-back ``fn()``, the device idle before and after.
+
+    On CUDA the interval is taken by two CUDA events on the stream, so it is the
+    GPU's time from the first launch to the end of the last kernel; calls are not
+    synchronised one by one, so the CPU may queue the next launch while the GPU
+    runs the previous one (a small layout may still be bound by the CPU's launch
+    cost: ``device_busy_ms`` gives the kernels' time alone). Elsewhere: wall clock.
+    """
+    device = torch.device(device)
+    _sync(device)
+    if device.type != "cuda":
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter() - start) * 1e3 / calls
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(calls):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / calls
+
+
+def device_busy_ms(fn, device, calls: int = 1) -> float | None:
+    """Milliseconds per call that the GPU spends in kernels (and copies) that ``fn()`` launches.
+
+    The sum of the device time of every operator, from ``torch.profiler``'s CUDA
+    activity: the launch gaps and the Python between kernels are left out, so this
+    is the number to hold against a memory-traffic floor. None off CUDA.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    _sync(device)
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        _sync(device)
+    total_us = sum(event.self_device_time_total for event in prof.key_averages())
+    return total_us / 1e3 / calls
+
+
+def copy_bandwidth(device, nbytes: int = 2**30, repeats: int = 5) -> float:
+    """The device's copy bandwidth in bytes per second: one ``Tensor.copy_`` of ``nbytes``.
+
+    A copy reads ``nbytes`` and writes ``nbytes``, so it moves ``2 * nbytes``; that
+    is what the floor's bytes are divided by. ``nbytes`` must dwarf the caches
+    (1 GiB against an H100/H200's 50-60 MB of L2). Median of ``repeats`` copies
+    after one untimed copy, each timed by ``timed_calls_ms``.
+    """
+    device = torch.device(device)
+    src = torch.ones(nbytes // 4, device=device)  # float32: 4 bytes an element
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    times = sorted(timed_calls_ms(lambda: dst.copy_(src), device) for _ in range(repeats))
+    seconds = times[len(times) // 2] / 1e3
+    del src, dst
+    return 2 * (nbytes // 4) * 4 / seconds
 
 
 @contextlib.contextmanager
