@@ -92,3 +92,42 @@ def test_receptive_field_explorer_click_and_drag_in_jupyterlab(tmp_path):
     (ARTIFACTS / "explorer-timing.json").write_text(json.dumps({"jupyterlab": timing}, indent=1))
     print("JupyterLab click -> redraw:", timing)
     assert timing["median_frame_ms"] < MEDIAN_TARGET_MS, timing
+
+
+def test_receptive_field_explorer_in_the_static_edition_without_kernel_or_network(tmp_path):
+    from dilate_lab.course.static_site import build_site
+    from test_static_site import explorer_notebook
+
+    chromium = _browser_or_skip()
+    pages = build_site(tmp_path / "site", explorer_notebook(tmp_path / "nb", kernel_size=3, dilation=2, size=9,
+                                                            row=1, col=2))
+    ARTIFACTS.mkdir(exist_ok=True)
+    with chromium_page(chromium) as page:
+        requested, errors = [], []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+
+        def only_files(route):
+            requested.append(route.request.url)
+            (route.continue_ if route.request.url.startswith(("file:", "data:", "blob:")) else route.abort)()
+
+        page.route("**/*", only_files)
+        page.goto(pages[1].as_uri())
+        explorer = page.locator(".dl-static-explorer[data-live=true] .dl-explorer.dl-receptive-field")
+        explorer.wait_for(timeout=30_000)
+        check_window_shown(explorer, 1, 2, kernel_size=3, dilation=2, size=9)
+
+        timing = click_and_drag_receptive_field(page, explorer, kernel_size=3, dilation=2, size=9)
+        last_row, last_col = (7 * 19) % 9, (5 * 19 + 3) % 9
+        explorer.locator(".dl-dilation input").fill("3")  # the slider: the picture follows
+        check_window_shown(explorer, last_row, last_col, kernel_size=3, dilation=3, size=9)
+        explorer.locator(".dl-kernel-size input").fill("5")
+        check_window_shown(explorer, last_row, last_col, kernel_size=5, dilation=3, size=9)
+        explorer.screenshot(path=str(ARTIFACTS / "explorer-static.png"))
+
+    assert not errors, errors
+    assert all(url.startswith(("file:", "data:", "blob:")) for url in requested), requested
+    saved = ARTIFACTS / "explorer-timing.json"
+    record = json.loads(saved.read_text()) if saved.exists() else {}
+    saved.write_text(json.dumps({**record, "static": timing}, indent=1))
+    print("static page click -> redraw:", timing)
+    assert timing["median_frame_ms"] < MEDIAN_TARGET_MS, timing
