@@ -389,6 +389,8 @@ def test_cli_gpu_suite_on_cpu_json(tmp_path):
     assert gpu["device"] == "cpu" and gpu["copy_bandwidth_gbs"] > 0
     assert {(r["impl"], r["dtype"]) for r in gpu["rows"]} == {("fused", "bfloat16"), ("unfold", "bfloat16")}
     assert gpu["targets"] == []  # no triton on this CPU
+    assert gpu["table"].splitlines()[0].startswith("| layout | dtype | implementation |")
+    assert gpu["table"] in result.stdout
 
 
 def test_cli_rejects_unknown_dtype():

@@ -286,12 +286,13 @@ def gpu_suite(
         "forward+backward: that, then q, k, v, out, grad_out read and grad_q, grad_k, grad_v written"
     )
     report["targets"] = check_gpu_targets(report["rows"])
+    report["table"] = format_gpu_table(report["rows"])  # the Markdown, ready for the README
     print(f"\n## GPU suite on {report['device']}: {report['device_name']}\n")
     print(f"copy bandwidth (Tensor.copy_, read + write): {report['copy_bandwidth_gbs']:.1f} GB/s")
     for layout in dict.fromkeys(r["layout"] for r in report["rows"]):
         desc = next(r["layout_desc"] for r in report["rows"] if r["layout"] == layout)
         print(f"- {layout}: {desc}")
-    print("\n" + format_gpu_table(report["rows"]))
+    print("\n" + report["table"])
     print(
         "(ms: time per call between CUDA events (wall clock off CUDA), median of the round robin; "
         "device ms: the "

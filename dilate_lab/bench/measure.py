@@ -134,13 +134,17 @@ def timed_calls_ms(fn, device, calls: int = 1) -> float:
 def device_busy_ms(fn, device, calls: int = 1) -> float | None:
     """Milliseconds per call that the GPU spends in kernels (and copies) that ``fn()`` launches.
 
-    The sum of the device time of every operator, from ``torch.profiler``'s CUDA
-    activity: the launch gaps and the Python between kernels are left out, so this
-    is the number to hold against a memory-traffic floor. None off CUDA.
+    The durations of the events that ``torch.profiler``'s CUDA activity records on the
+    GPU itself (kernels, copies, memsets), each counted once: the launch gaps and
+    the Python between kernels are left out, so this is the number to hold against
+    a memory-traffic floor. (The GPU's own events, not the operators' *self device
+    time*: the profiler may attach a kernel's time both to the CPU event that
+    launched it and to the kernel's event.) None off CUDA.
     """
     device = torch.device(device)
     if device.type != "cuda":
         return None
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     _sync(device)
@@ -148,7 +152,7 @@ def device_busy_ms(fn, device, calls: int = 1) -> float | None:
         for _ in range(calls):
             fn()
         _sync(device)
-    total_us = sum(event.self_device_time_total for event in prof.key_averages())
+    total_us = sum(e.device_time_total for e in prof.events() if e.device_type == DeviceType.CUDA)
     return total_us / 1e3 / calls
 
 
