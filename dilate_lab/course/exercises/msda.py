@@ -236,17 +236,17 @@ def _check_qkv_gets_gradient(fn) -> str:
          "its qkv does receive a gradient (its bug is elsewhere): test the gradient itself, nothing else."),
         (stale, "a DetachedMultiDilateAttention whose gradients still hold an earlier step's values", False,
          "clear the gradients first (module.zero_grad()), so that you only see this backward pass."),
-        (lambda: _msda_module(_ZERO_GRADIENT), "a module whose qkv projection gets a gradient of "
-         "zeros", False,
-         "after backward its qkv.weight.grad is a tensor of zeros, not None: the projection takes part "
-         "in the graph, but multiplied by zero, so it learns nothing either. Check for all zeros as "
-         "well as for None, as the hint says."),
         (lambda: _msda_module(_DETACHED_IN_DISGUISE), "a subclass of MultiDilateAttention, named "
          "DilateAttention, that detaches q, k and v", False,
          "after backward its qkv.weight.grad is None, whatever its class is called." + _LOOKS),
         (lambda: _msda_module(_CLEAN_DETACHED), "a class named DetachedMultiDilateAttention (a subclass "
          "of it) whose forward is correct", True,
          "it detaches nothing: after backward its qkv.weight.grad is not zero." + _LOOKS),
+        (lambda: _msda_module(_ZERO_GRADIENT), "a module whose qkv projection gets a gradient of "
+         "zeros", False,
+         "after backward its qkv.weight.grad is a tensor of zeros, not None: the projection takes part "
+         "in the graph, but multiplied by zero, so it learns nothing either. Check for all zeros as "
+         "well as for None, as the hint says."),
     ])
     return (
         "your check catches the detach 'fix': the model trains, the loss goes down, and the qkv "
