@@ -64,6 +64,23 @@ struct Geometry {
 // Kernel sizes beyond this are refused (k = 31 is already 961 positions per query).
 constexpr int64_t kMaxKernel = 63;
 
+// The smallest share of a call, in multiply-adds, that is given a thread of its own.
+// Every parallel region ends at a barrier where OpenMP's threads spin-wait: on an idle
+// CPU that costs microseconds, but while another process keeps the cores busy, a thread
+// that lost its core holds the barrier for a whole scheduler time slice (milliseconds),
+// and a training step makes hundreds of small calls (a 3-epoch run went from 7 s to
+// over 110 s). Calls smaller than this run on the calling thread, without a parallel
+// region, as PyTorch's own operators do below their grain size; at DilateFormer's
+// stage-1 layout a call is hundreds of times larger and still splits across all threads.
+constexpr int64_t kMinTaskWork = int64_t(1) << 18;
+
+// Image rows per task: enough rows that a task holds kMinTaskWork multiply-adds (one
+// row: W queries times k*k window positions times head_dim).
+int64_t rows_per_task(int64_t width, int64_t positions, int64_t dim) {
+  const int64_t row_work = std::max<int64_t>(1, width * positions * dim);
+  return std::max<int64_t>(1, (kMinTaskWork + row_work - 1) / row_work);
+}
+
 template <typename T>
 struct LanesOf;
 template <>
@@ -296,7 +313,7 @@ void forward_rows(const T* q, const T* k, const T* v, T* out, T* weights, const 
   const int64_t H = g.height, W = g.width, d = D > 0 ? D : g.dim, kk = g.positions();
   const int64_t S = g.stride();
   const T beyond = g.mask ? -std::numeric_limits<T>::infinity() : T(0);
-  at::parallel_for(0, g.images * H, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.images * H, rows_per_task(W, kk, d), [&](int64_t begin, int64_t end) {
     std::vector<T> scratch(weights == nullptr ? kk * S : 0);  // the lines, when not kept
     for (int64_t unit = begin; unit < end; ++unit) {  // unit = image*H + i: one image row
       const int64_t image = unit / H, i = unit % H;
@@ -384,7 +401,7 @@ void backward_rows(const T* q, const T* k, const T* v, const T* weights, const T
   const int64_t H = g.height, W = g.width, d = D > 0 ? D : g.dim, kk = g.positions();
   const int64_t S = g.stride();
   // pass 1, per query row: the gradient of the logits, and dq
-  at::parallel_for(0, g.images * H, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.images * H, rows_per_task(W, kk, d), [&](int64_t begin, int64_t end) {
     std::vector<T> expected(W);  // sum_p w_p da_p
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t image = unit / H, i = unit % H;
@@ -428,7 +445,7 @@ void backward_rows(const T* q, const T* k, const T* v, const T* weights, const T
     }
   });
   // pass 2, per key row: gather from the queries whose windows hold each key
-  at::parallel_for(0, g.images * H, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.images * H, rows_per_task(W, kk, d), [&](int64_t begin, int64_t end) {
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t image = unit / H, i = unit % H;
       const T* q_rows[kMaxKernel];
