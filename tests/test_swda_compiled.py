@@ -156,7 +156,16 @@ def test_turned_off_by_the_environment():
     assert "refused:" in result.stdout and "DILATE_LAB_NO_COMPILE" in result.stdout
 
 
-def test_a_failed_first_build_falls_back_to_plain_flags(monkeypatch):
+def empty_cache(monkeypatch, tmp_path):
+    """This process's kernel forgotten, and an empty kernel cache: the next load builds."""
+    from dilate_lab.ops import cpp_build
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.delenv("DILATE_LAB_KERNEL_DIR", raising=False)
+    monkeypatch.setattr(cpp_build, "_state", {"module": None, "error": None})
+
+
+def test_a_failed_first_build_falls_back_to_plain_flags(monkeypatch, tmp_path):
     """A compiler without OpenMP or -march=native (Apple's clang) still gets a kernel."""
     import torch.utils.cpp_extension as cpp_extension
 
@@ -164,20 +173,20 @@ def test_a_failed_first_build_falls_back_to_plain_flags(monkeypatch):
 
     tried = []
 
-    def fake_load(name, sources, extra_cflags, extra_ldflags, verbose):
-        tried.append(extra_cflags)
+    def fake_load(name, sources, extra_cflags, extra_ldflags, build_directory, verbose):
+        tried.append(tuple(extra_cflags))
         if "-fopenmp" in extra_cflags:
             raise RuntimeError("clang: error: unsupported option '-fopenmp'")
         return "the plain build"
 
     monkeypatch.setattr(cpp_extension, "load", fake_load)
-    monkeypatch.setattr(swda_compiled, "_state", {"module": None, "error": None})
+    empty_cache(monkeypatch, tmp_path)
     assert swda_compiled.load_kernel() == "the plain build"
     assert tried == [cflags for cflags, _ in swda_compiled._BUILDS]
     assert swda_compiled.build_error() is None
 
 
-def test_no_compiler_is_one_clear_error_and_auto_falls_back(monkeypatch):
+def test_no_compiler_is_one_clear_error_and_auto_falls_back(monkeypatch, tmp_path):
     import torch.utils.cpp_extension as cpp_extension
 
     from dilate_lab.ops import cpp_build as swda_compiled
@@ -186,7 +195,7 @@ def test_no_compiler_is_one_clear_error_and_auto_falls_back(monkeypatch):
         raise RuntimeError("ninja: build stopped\nc++: error: no such compiler\nmore lines")
 
     monkeypatch.setattr(cpp_extension, "load", fake_load)
-    monkeypatch.setattr(swda_compiled, "_state", {"module": None, "error": None})
+    empty_cache(monkeypatch, tmp_path)
     assert not swda_compiled.compiled_available()
     assert "c++: error: no such compiler" in swda_compiled.build_error()
     with pytest.raises(RuntimeError, match="impl='fused'"):
