@@ -6,6 +6,11 @@ is there a tip for that crash), did it touch its inputs, is the output right (an
 if not, which usual mistake explains it), does a gradient reach q, k and v. The
 pieces live here once, so that every lesson words the shared feedback alike.
 
+The SWDA exercises (02, 03, 06) also check that the answer is the learner's own work:
+while it runs, ``_FunctionRecorder`` refuses any call into dilate_lab's attention
+(the public ``swda``, every implementation, the modules, the ``torch.ops.dilate_lab``
+operators), since the library is what the answer is compared with.
+
 The expected SWDA output comes from ``dilate_lab.functional.swda``, which the
 package tests check against an independent dense reference.
 """

@@ -7,14 +7,18 @@ In a notebook::
     lesson06.swda_shift.hint()                 # a nudge
     lesson06.swda_shift.solution()             # the worked answer
 
-The check has two parts. First the output and the gradients, exactly as for
+The check has three parts. First the loop: the answer runs on a 5x5 and a 15x15
+map and the torch calls it makes are counted; the shift form makes the same calls
+at any size, a Python loop over pixels (or rows) makes more on the larger map and is
+refused (and stopped early). Then the output and the gradients, exactly as for
 lessons 02 and 03 (same cases, same diagnoses of the usual mistakes). Then the
 memory: the answer runs once more on a larger map under a ``TorchFunctionMode``
 that sees every torch call the learner's code makes and the storage of every
-tensor those calls return. A copy-free answer holds nothing bigger than the
-zero-padded K or V and the (..., k*k) logits; ``F.unfold``, or a ``torch.stack``
-of the k*k shifted views, makes a tensor k*k times the size of K, and is refused
-with the call that made it.
+tensor those calls return, and a ``TorchDispatchMode`` that sees the tensors made
+inside each call. A copy-free answer holds nothing bigger than the zero-padded K
+or V and the (..., k*k) logits; ``F.unfold``, a ``torch.stack`` of the k*k shifted
+views, or an ``einsum`` over overlapping windows makes a tensor k*k times the size
+of K, and is refused with the call that made it.
 """
 
 from __future__ import annotations

@@ -7,8 +7,12 @@ In a notebook::
     lesson02.swda_loop.hint()                # a nudge
     lesson02.swda_loop.solution()            # the worked answer, one call away
 
-Both answers run on the same cases and get the same diagnoses (``_common``);
-lesson 03 adds that the answer must unfold, and the usual unfold mistakes.
+Both answers run on the same cases and get the same diagnoses (``_common``), and
+neither may call dilate_lab's own attention. Lesson 03 adds that the windows of K
+and V must come from F.unfold (every gradient path from k and v to the output runs
+through the columns it returns, so a dummy unfold beside a loop does not count),
+and diagnoses the usual unfold mistakes: rows split the wrong way, a reshape without
+the permute, too little padding, a wrong permute after the unfold.
 """
 
 from __future__ import annotations
