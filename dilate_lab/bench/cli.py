@@ -2,7 +2,7 @@
 
 It prints, per device, the layouts and a Markdown table of every
 implementation; without ``--quick`` it then says which targets the fast path
-meets. ``--json`` keeps every row, ``--plot`` adds the scaling sweep and its figure.
+meets. ``--model`` measures the whole DilateFormer-Tiny instead (``model.py``). ``--json`` keeps every row, ``--plot`` adds the scaling sweep and its figure.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     parser.add_argument(
-        "--repeats", type=int, default=10, help="timed runs per case; the median is shown"
+        "--repeats", type=int, default=None,
+        help="timed runs per case; the median is shown (default 10; 5 with --model)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="tiny sizes and 2 repeats: checks it runs"
@@ -61,6 +62,15 @@ def _parser() -> argparse.ArgumentParser:
         default="both",
         help="the GPU suite's dtypes (default: both float32 and bfloat16)",
     )
+    parser.add_argument(
+        "--model", action="store_true",
+        help="the whole DilateFormer-Tiny instead: images/s for inference and a training step "
+        "against the official code path (unfold attention) on the same weights, the sgemm "
+        "roofline, bfloat16 autocast and where the forward's time goes",
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="with --model: also time torch.compile of the model"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write every row as JSON")
     parser.add_argument("--plot", metavar="PATH", help="also sweep the map side and save a figure")
     return parser
@@ -70,7 +80,7 @@ def _impls_option(parser: argparse.ArgumentParser, args) -> list[str] | None:
     """The checked options; ``--impls`` split into names (None: the device's defaults)."""
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
-    if args.threads < 1 or args.repeats < 1:
+    if args.threads < 1 or (args.repeats is not None and args.repeats < 1):
         parser.error("--threads and --repeats must be >= 1")
     if args.impls is None:
         return None
@@ -123,6 +133,13 @@ def main(argv=None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     impls = _impls_option(parser, args)
+    if args.compile and not args.model:
+        parser.error("--compile goes with --model")
+    if args.model:
+        from .model import main_model
+
+        return main_model(args)
+    args.repeats = 10 if args.repeats is None else args.repeats
     devices = _devices(args.device)
     cuda_device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     print(f"torch {torch.__version__}, {args.threads} CPU thread(s)")

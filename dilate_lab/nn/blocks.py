@@ -4,7 +4,9 @@ global attention (``GlobalBlock``), both (B, C, H, W) in and out.
 Every block: ``x = x + pos_embed(x)`` (a depthwise 3x3 convolution, the
 conditional position embedding), ``x = x + drop_path(attn(norm1(x)))``,
 ``x = x + drop_path(mlp(norm2(x)))``. The attention modules inside work
-channels-last (B, H, W, C), as in the official code.
+channels-last (B, H, W, C), as in the official code. The maps are kept in
+``torch.channels_last`` memory format, so that the permutes between the two
+layouts are views (``_Block.forward``); the values are those of the official code.
 """
 
 from __future__ import annotations
@@ -40,11 +42,16 @@ class _Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_channels_first(x, self.dim, type(self).__name__)
-        x = x + self.pos_embed(x)  # B, C, H, W
-        x = x.permute(0, 2, 3, 1)  # B, H, W, C
+        # Stored channels-last (torch.channels_last), a (B, C, H, W) map is a (B, H, W, C)
+        # tensor seen through a permute: the depthwise convolution reads and writes it in
+        # that layout, and the permutes around the channels-last attention and MLP are
+        # views, not copies. A no-op when x already is (the blocks of a stage pass it on).
+        x = x.contiguous(memory_format=torch.channels_last)  # B, C, H, W (stored B, H, W, C)
+        x = x + self.pos_embed(x)  # B, C, H, W (stored B, H, W, C)
+        x = x.permute(0, 2, 3, 1)  # B, H, W, C (contiguous, a view)
         x = x + self.drop_path(self.attn(self.norm1(x)))
         x = x + self.drop_path(self.mlp(self.norm2(x)))
-        return x.permute(0, 3, 1, 2)  # B, C, H, W
+        return x.permute(0, 3, 1, 2)  # B, C, H, W (stored B, H, W, C, a view)
 
 
 class DilateBlock(_Block):

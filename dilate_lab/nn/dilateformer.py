@@ -16,8 +16,9 @@ shape for shape (``model.load_state_dict(checkpoint, strict=True)``):
 Every block: ``x = x + pos_embed(x)`` (a depthwise 3x3 convolution, the
 conditional position embedding), ``x = x + drop_path(attn(norm1(x)))``,
 ``x = x + drop_path(mlp(norm2(x)))``. Blocks, stages and the stem pass
-channels-first maps (B, C, H, W) between them, as the official code does; the
-attention modules inside work channels-last (B, H, W, C).
+channels-first maps (B, C, H, W) between them, as the official code does, but
+stored in ``torch.channels_last`` memory format: the attention modules inside work
+channels-last (B, H, W, C), and the permutes to and from it are views, not copies.
 
 The same classes build small models for experiments: the number of stages is
 ``len(depths)``, ``dilate_attention`` picks which stages use DilateBlock.
@@ -358,9 +359,12 @@ class DilateFormer(nn.Module):
         """(B, in_chans, H, W) -> pooled features (B, num_features)."""
         self.check_input(x)
         x = self.patch_embed(x)  # B, embed_dim, H/4, W/4
+        # channels_last memory format from here on: the blocks' permutes to (B, H, W, C)
+        # are views, and the convolutions (position embeddings, downsampling) read it as is
+        x = x.contiguous(memory_format=torch.channels_last)  # B, embed_dim, H/4, W/4
         for stage in self.stages:
-            x = stage(x)  # B, C', H', W'
-        x = x.flatten(2).transpose(1, 2)  # B, H'*W', C'
+            x = stage(x)  # B, C', H', W' (stored B, H', W', C')
+        x = x.flatten(2).transpose(1, 2)  # B, H'*W', C' (a view of the channels-last map)
         return self.norm(x).mean(dim=1)  # B, C'
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ from .._checks import (
     check_scale,
 )
 from ..functional import check_impl, swda
+from ..ops import choose_impl
 from ..ops.reference import swda_shift
 from ..tracing import record, tracing
 
@@ -45,7 +46,8 @@ class MultiDilateAttention(nn.Module):
 
     1. ``"input (B, H, W, C)"``: the input.
     2. ``"qkv"``: a 1x1 convolution to 3*dim channels, (B, 3*C, H, W), ordered
-       [q | k | v], each split into ``len(dilation)`` contiguous channel groups.
+       [q | k | v], each split into ``len(dilation)`` contiguous channel groups
+       (computed on the channels-last input; recorded as a view).
     3. For group i: ``"group i q (dilation r)"``, ``"group i k (dilation r)"``,
        ``"group i v (dilation r)"``, each (B, heads/groups, H, W, head_dim), then
        ``swda`` with that group's dilation gives ``"group i output (dilation r)"``
@@ -119,35 +121,82 @@ class MultiDilateAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_channels_last_input(x, self.dim, self)
-        B, H, W, C = x.shape
         record("input (B, H, W, C)", x)
-        qkv = self.qkv(x.permute(0, 3, 1, 2))  # B, C, H, W in; B, 3*C, H, W out
-        record("qkv", qkv, "1x1 conv; channels [q | k | v], each split into groups")
+        # The official 1x1 convolution, run on x seen as a (B, C, H, W) map stored
+        # channels-last (a view of the contiguous x): oneDNN computes it in that layout,
+        # bias included, so the output viewed back as (B, H, W, 3*C) is contiguous. No
+        # copy either way, the same values as a Linear, and the module (its hooks,
+        # count_flops) is still called.
+        qkv = self.qkv(x.permute(0, 3, 1, 2))  # B, 3*C, H, W (stored B, H, W, 3*C)
+        qkv = qkv.permute(0, 2, 3, 1)  # B, H, W, 3*C (a view)
+        record(
+            "qkv", qkv.permute(0, 3, 1, 2),  # B, 3*C, H, W (a view)
+            "1x1 conv; channels [q | k | v], each split into groups",
+        )
         if tracing() or (self.training and self.attn_drop.p > 0):
             x = self._attend_group_by_group(qkv)  # B, H, W, C
+        elif self._takes_per_head_dilations(qkv):
+            x = self._attend_in_one_call(qkv)  # B, H, W, C
         else:
-            # every group in one swda call, reading q, k, v where the convolution put them
-            qkv = qkv.reshape(B, 3, self.num_heads, self.head_dim, H, W)  # B, 3, heads, d, H, W
-            q, k, v = qkv.permute(1, 0, 2, 4, 5, 3).unbind(0)  # each B, heads, H, W, d (views)
-            out = swda(
-                q, k, v, self.kernel_size, self.head_dilations,
-                padding=self.padding, scale=self.scale, impl=self.impl,
-            )  # B, heads, H, W, d
-            x = out.permute(0, 2, 3, 1, 4).reshape(B, H, W, C)  # B, H, W, C
+            x = self._attend_per_group(qkv)  # B, H, W, C
         x = self.proj_drop(self.proj(x))  # B, H, W, C
         return record("output (after proj)", x)
 
+    def _takes_per_head_dilations(self, qkv: torch.Tensor) -> bool:
+        """Whether the implementation ``swda`` will run takes one dilation per head in one
+        call (``"triton"``, strided inputs and all). Others (``"cpp"``) would split the call
+        per dilation themselves, slicing and copying q, k and v, then concatenating."""
+        q = qkv[..., : self.head_dim].unsqueeze(1)  # B, 1, H, W, d (a view; only its kind matters)
+        try:
+            chosen = choose_impl(q, q, q, self.kernel_size, self.dilation[0], self.padding, self.impl)
+        except (RuntimeError, ValueError):
+            return False  # swda itself will raise the right error
+        return chosen.per_head_dilation
+
+    def _attend_in_one_call(self, qkv: torch.Tensor) -> torch.Tensor:
+        """Every group in one ``swda`` call, reading q, k, v where the Linear put them."""
+        B, H, W, _ = qkv.shape
+        qkv = qkv.unflatten(3, (3, self.num_heads, self.head_dim))  # B, H, W, 3, heads, d (a view)
+        q, k, v = qkv.permute(3, 0, 4, 1, 2, 5).unbind(0)  # each B, heads, H, W, d (views)
+        out = swda(
+            q, k, v, self.kernel_size, self.head_dilations,
+            padding=self.padding, scale=self.scale, impl=self.impl,
+        )  # B, heads, H, W, d
+        return out.permute(0, 2, 3, 1, 4).reshape(B, H, W, self.dim)  # B, H, W, C
+
+    def _attend_per_group(self, qkv: torch.Tensor) -> torch.Tensor:
+        """One ``swda`` call per dilation group, on q, k, v that the kernel reads as they are.
+
+        A kernel that reads raw memory (``"cpp"``) wants each of q, k, v contiguous;
+        the Linear's channels-last output is not. One permuting copy of qkv lays every
+        group's q, k and v out contiguously, instead of the three copies per group the
+        kernel would make; the groups' outputs then meet in one concatenation, which is
+        also the permute back to channels-last.
+        """
+        B, H, W, _ = qkv.shape
+        groups, heads = self.num_dilation, self.num_heads // self.num_dilation
+        qkv = qkv.unflatten(3, (3, groups, heads, self.head_dim))  # B, H, W, 3, groups, heads, d (a view)
+        qkv = qkv.permute(4, 3, 0, 5, 1, 2, 6).contiguous()  # groups, 3, B, heads, H, W, d
+        outputs = [
+            swda(
+                qkv[i, 0], qkv[i, 1], qkv[i, 2], self.kernel_size, r,
+                padding=self.padding, scale=self.scale, impl=self.impl,
+            ).permute(0, 2, 3, 1, 4)  # B, H, W, heads, d (a view)
+            for i, r in enumerate(self.dilation)
+        ]
+        return torch.cat(outputs, dim=3).reshape(B, H, W, self.dim)  # B, H, W, C
+
     def _attend_group_by_group(self, qkv: torch.Tensor) -> torch.Tensor:
-        """The attention one group of heads at a time, (B, 3*C, H, W) -> (B, H, W, C).
+        """The attention one group of heads at a time, (B, H, W, 3*C) -> (B, H, W, C).
 
         The same result as one ``swda`` call with per-head dilations; this path runs
         when the shape tracer records every group's tensors (lesson 04), and in
         training with attention dropout, whose weights must exist to be dropped.
         """
-        B, _, H, W = qkv.shape
+        B, H, W, _ = qkv.shape
         groups, heads = self.num_dilation, self.num_heads // self.num_dilation
-        qkv = qkv.reshape(B, 3, groups, heads, self.head_dim, H, W)  # B, 3, groups, heads, d, H, W
-        qkv = qkv.permute(1, 2, 0, 3, 5, 6, 4)  # 3, groups, B, heads, H, W, d
+        qkv = qkv.unflatten(3, (3, groups, heads, self.head_dim))  # B, H, W, 3, groups, heads, d (a view)
+        qkv = qkv.permute(3, 4, 0, 5, 1, 2, 6)  # 3, groups, B, heads, H, W, d
         outputs = []
         for i, r in enumerate(self.dilation):
             q, k, v = qkv[0, i], qkv[1, i], qkv[2, i]  # each B, heads, H, W, d
