@@ -177,14 +177,24 @@ def test_speed_explorers_follow_their_controls():
 
 
 # --------------------------------------------------------------------------- explorer timings
-def test_widget_timing_measures_every_control_change():
-    from dilate_lab.course.widget_timing import format_timings, measure_explorers
+def test_widget_timing_sweeps_the_extremes_of_every_control():
+    from dilate_lab.course import widgets
+    from dilate_lab.course.widget_timing import extreme_values, format_timings, measure_explorers
 
-    rows = measure_explorers(["coverage_explorer", "receptive_field_explorer"], rounds=1)
-    # coverage: kernel, size, dilations; receptive field: dilation, kernel, size, row, col, photo
-    assert [row["changes"] for row in rows] == [2 * 3, 2 * 6]
-    for row in rows:
-        assert row["errors"] is None
-        assert 0 < row["median_change_s"] <= row["slowest_change_s"]
-    table = format_timings(rows)
-    assert "coverage_explorer" in table and "within 0.2 s" in table
+    explorer = widgets.coverage_explorer()
+    # coverage: kernel toggle (3, 5, 7), size slider (3..16), dilations text box
+    expected = {
+        "kernel_size": [o for o in (3, 5, 7) if o != explorer.controls["kernel_size"].value],
+        "size": [3, 16],
+        "dilations": ["1", "1, 2, 3, 4", "1, 2, 3, 4, 5, 6, 7, 8", "8, 8, 8, 8"],
+    }
+    assert {key: extreme_values(key, control) for key, control in explorer.controls.items()} == expected
+    (row,) = measure_explorers(["coverage_explorer"], rounds=1)
+    swept = 2 * sum(len(values) for values in expected.values())  # to each extreme and back
+    assert swept + 1 <= row["changes"] <= swept + 1 + 2 * len(expected)  # + the worst corner
+    assert row["errors"] is None  # back at the defaults
+    assert any("at most 4" in message for message in row["messages"])  # eight dilations: refused, shown
+    assert 0 < row["median_change_s"] <= row["slowest_change_s"]
+    assert row["slowest_setting"]
+    table = format_timings([row])
+    assert "coverage_explorer" in table and "slowest setting" in table

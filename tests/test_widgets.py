@@ -260,3 +260,70 @@ def test_parse_dilations(text, expected):
 def test_parse_dilations_refuses_with_a_message(text):
     with pytest.raises(ValueError, match="dilations"):
         widgets.parse_dilations(text)
+
+
+# --------------------------------------------------------------------------- fast at every setting
+def _chain_counts_by_enumeration(dilations, kernel_size, size):
+    """Every chain of window positions from the centre output back to the input, walked one by one
+    (the last layer's window first: each pixel on the way is an output of the layer before)."""
+    counts = np.zeros((size, size), dtype=np.int64)
+    half = kernel_size // 2
+    steps = [(p * r, q * r) for r in reversed(dilations) for p in range(-half, half + 1) for q in range(-half, half + 1)]
+    per_layer = (kernel_size * kernel_size,) * len(dilations)
+    for choice in itertools.product(*(range(n) for n in per_layer)):
+        row = col = size // 2
+        on_map = True
+        for layer, index in enumerate(choice):
+            dr, dc = steps[layer * per_layer[0] + index]
+            row, col = row + dr, col + dc
+            on_map &= 0 <= row < size and 0 <= col < size
+        if on_map:
+            counts[row, col] += 1
+    return counts
+
+
+@pytest.mark.parametrize("dilations, kernel_size, size", [((1, 2), 3, None), ((2, 2, 2), 3, None), ((1, 3), 3, 7),
+                                                         ((2,), 5, None), ((1, 1, 2), 3, 6)])
+def test_window_chain_counts_match_enumeration_and_the_gradient_reach(dilations, kernel_size, size):
+    from dilate_lab.course.figures.erf import effective_receptive_field, window_chain_counts
+
+    counts = window_chain_counts(dilations, kernel_size, size)
+    side = counts.shape[0]
+    np.testing.assert_array_equal(counts, _chain_counts_by_enumeration(dilations, kernel_size, side))
+    grad = effective_receptive_field(dilations, kernel_size, side)
+    np.testing.assert_array_equal(counts > 0, grad > 0)
+
+
+def test_erf_explorer_counts_chains_where_a_gradient_would_be_slow():
+    from dilate_lab.course.figures.erf import GRADIENT_COST_LIMIT, gradient_cost
+
+    explorer = widgets.erf_explorer()
+    assert "log10 |grad|" in explorer.figure._suptitle.get_text()
+    with explorer.hold_redraw():
+        explorer.controls["kernel_size"].value = 7
+        explorer.controls["left"].value = "9, 9, 9, 9, 9, 9, 9, 9"
+    assert_shows_figure(explorer)
+    assert gradient_cost(7, (9,) * 8, 1 + 8 * 6 * 9 + 4) > GRADIENT_COST_LIMIT
+    assert "window chains" in explorer.figure._suptitle.get_text()
+    # every step a multiple of 9: per axis the offsets -216, -207, ..., 216, 49 of them; 49^2 pixels
+    assert "433x433, 2401 pixels reached" in explorer.figure.axes[0].get_title()
+    assert explorer.render_seconds < 5  # was 26 s; the timing command measures it properly
+
+
+def test_shifted_views_picture_redraws_only_the_query_and_matches_the_figure():
+    from dilate_lab.course.figures.speed import ShiftedViewsPicture, plot_shifted_views
+
+    picture = ShiftedViewsPicture(6, 6, 3, 2, dpi=96).prepare()
+    first, second = picture.png(0, 0), picture.png(5, 3)
+    assert first.startswith(PNG_MAGIC) and second.startswith(PNG_MAGIC) and first != second
+    fig = picture.figure
+    reference = plot_shifted_views(6, 6, 3, 2, 5, 3)
+    for gid in ("key-0", "key-8", "shift-0", "legend", "query"):
+        ours = [a for a in fig.findobj() if a.get_gid() == gid]
+        theirs = [a for a in reference.findobj() if a.get_gid() == gid]
+        assert len(ours) == len(theirs) >= 1, gid  # the previous query's artists are gone
+    assert fig.get_suptitle() == reference.get_suptitle()
+    explorer = widgets.shifted_views_explorer()
+    explorer.controls["row"].value = 0
+    assert_shows_figure(explorer)
+    assert "[0, 4]" in explorer.figure.get_suptitle()

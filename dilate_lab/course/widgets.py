@@ -28,11 +28,13 @@ import html
 import io
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
 from . import figures
+from .figures.speed import ShiftedViewsPicture
 from ._controls import _query_sliders, _slider, _square_map_controls, _styled, _text, _toggle, parse_dilations
 from .images import load_sample_image
 from .shapes import block_attention, trace_msda_shapes
@@ -53,6 +55,23 @@ __all__ = [
 ]
 
 _PNG_DPI = 96
+
+
+@dataclass(frozen=True)
+class RenderedFigure:
+    """A figure whose PNG its figure function already made (faster than ``savefig``: see
+    ``figures.speed.ShiftedViewsPicture``); ``draw`` may return one instead of a Figure."""
+
+    figure: Figure
+    png: bytes
+
+
+def _png(figure: Figure) -> bytes:
+    """The figure as PNG; compression level 1, not 6: a third of the encoding time for a
+    slightly larger picture, which stays in the kernel's memory and the local page."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=_PNG_DPI, pil_kwargs={"compress_level": 1})
+    return buffer.getvalue()
 
 
 class Explorer(widgets.VBox):
@@ -152,14 +171,13 @@ class Explorer(widgets.VBox):
             self.message.value = ""
             self.message.layout.display = "none"
             self.message.remove_class("dl-error")
-            if isinstance(result, Figure):
-                self.figure, self.html = result, None
+            if isinstance(result, (Figure, RenderedFigure)):
+                figure = result.figure if isinstance(result, RenderedFigure) else result
+                self.figure, self.html = figure, None
                 if self.render_png:
-                    buffer = io.BytesIO()
-                    result.savefig(buffer, format="png", dpi=_PNG_DPI)
-                    self.image.value = buffer.getvalue()
+                    self.image.value = result.png if isinstance(result, RenderedFigure) else _png(figure)
                     # the picture's own size: a VBox would otherwise stretch it, blurred, to full width
-                    self.image.width = str(round(result.get_figwidth() * _PNG_DPI))
+                    self.image.width = str(round(figure.get_figwidth() * _PNG_DPI))
                 self.image.layout.display = ""
                 self.table.layout.display = "none"
             else:
@@ -329,7 +347,9 @@ def erf_explorer(left: str = "1, 1, 1", right: str = "1, 2, 3", kernel_size: int
 
     Wraps ``figures.plot_effective_receptive_field``; try 2, 2, 2 for the holes of
     stacked equal dilations, or the hybrid dilated convolution schedules 1, 2, 5
-    and 1, 3, 9 (dilations up to 9 are accepted here).
+    and 1, 3, 9 (dilations up to 9 are accepted here). Where the gradient would be
+    slow (``figures.erf.GRADIENT_COST_LIMIT``, e.g. eight layers of dilation 9 at
+    kernel 7) the panels count window chains instead, and the title says so.
     """
     controls = {
         "left": _text(left, "left", "dl-left"),
@@ -339,7 +359,8 @@ def erf_explorer(left: str = "1, 1, 1", right: str = "1, 2, 3", kernel_size: int
 
     def draw(left, right, kernel_size):
         schedules = [parse_dilations(left, "left", max_dilation=9), parse_dilations(right, "right", max_dilation=9)]
-        return figures.plot_effective_receptive_field(schedules, kernel_size)
+        # "auto": the gradient where it is quick, exact window-chain counts (same reach) where it is not
+        return figures.plot_effective_receptive_field(schedules, kernel_size, measure="auto")
 
     return Explorer("erf", controls, draw)
 
@@ -419,8 +440,12 @@ def shifted_views_explorer(kernel_size: int = 3, dilation: int = 2, row: int = 1
         "col": _slider(col, 0, 5, "query col", "dl-col"),
     }
 
+    # every (kernel, dilation) picture drawn once, now: a move then redraws only what the query changes
+    pictures = {(k, r): ShiftedViewsPicture(6, 6, k, r, dpi=_PNG_DPI).prepare() for k in (3, 5) for r in (1, 2, 3)}
+
     def draw(dilation, kernel_size, row, col):
-        return figures.plot_shifted_views(6, 6, kernel_size, dilation, row, col)
+        picture = pictures[(kernel_size, dilation)]
+        return RenderedFigure(picture.figure, picture.png(row, col))
 
     return Explorer("shifted-views", controls, draw)
 
