@@ -92,19 +92,19 @@ def check_qkv(q, k, v) -> None:
 
 
 def check_channels_last_input(x, dim: int, module: torch.nn.Module) -> None:
-    """x: a floating (B, H, W, C) tensor with C = dim, of the module's dtype and device."""
+    """x: a (B, H, W, C) tensor with C = dim.
+
+    Shapes only: the dtype and device are left to the module's own layers, so that
+    ``torch.autocast`` (a bfloat16 activation into float32 parameters) works, and a
+    real mismatch still gets PyTorch's error from the first Linear or conv.
+    ``module`` is kept for callers' sake (and for messages that may name it).
+    """
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"x must be a torch.Tensor (B, H, W, C), got {type(x).__name__}")
     if x.dim() != 4 or x.shape[-1] != dim:
         raise ValueError(
             f"x must be channels-last (B, H, W, C) with C = dim = {dim}, got shape {tuple(x.shape)}"
             + (" (channels-first? use x.permute(0, 2, 3, 1))" if x.dim() == 4 and x.shape[1] == dim else "")
-        )
-    weight = next(module.parameters(), None)
-    if weight is not None and (x.dtype != weight.dtype or x.device != weight.device):
-        raise ValueError(
-            f"x must have the module's dtype and device ({weight.dtype} on {weight.device}), "
-            f"got {x.dtype} on {x.device}; convert x or the module with .to(...)"
         )
 
 

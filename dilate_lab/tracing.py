@@ -14,6 +14,7 @@ but one ``if``; inside, it stores the tensor's shape, dtype and size.
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -32,18 +33,38 @@ class TracedTensor:
     """A detached copy of the tensor, kept only under ``trace_tensors(keep=True)``."""
 
 
-_active: list[tuple[list[TracedTensor], bool]] = []
+class _Traces(threading.local):
+    """This thread's open ``trace_tensors()`` blocks, innermost last.
+
+    Thread-local so that a forward pass running in another thread (a data loader, a
+    second model, a web server's worker) never lands in this thread's trace, and
+    never makes code here keep tensors only a trace would want.
+    """
+
+    def __init__(self):
+        self.stack: list[tuple[list[TracedTensor], bool]] = []
+
+
+_traces = _Traces()
 
 
 def tracing() -> bool:
-    """True inside a ``trace_tensors()`` block: code may skip work only a trace would see."""
-    return bool(_active)
+    """True inside a ``trace_tensors()`` block of this thread: code may skip work only
+    a trace would see. Always False while ``torch.compile``/``torch.export`` trace
+    a graph (a recorded shape is a Python side effect that a graph cannot hold)."""
+    if torch.compiler.is_compiling():
+        return False
+    return bool(_traces.stack)
 
 
 def record(name: str, tensor: torch.Tensor, note: str = "") -> torch.Tensor:
-    """Store ``tensor``'s shape under ``name`` if a trace is active; return the tensor unchanged."""
-    if _active:
-        steps, keep = _active[-1]
+    """Store ``tensor``'s shape under ``name`` if a trace is active in this thread;
+    return the tensor unchanged. Skipped while ``torch.compile`` traces a graph."""
+    if torch.compiler.is_compiling():
+        return tensor
+    active = _traces.stack
+    if active:
+        steps, keep = active[-1]
         steps.append(
             TracedTensor(
                 name,
@@ -65,8 +86,9 @@ def trace_tensors(keep: bool = False):
     (for figures that show values, e.g. attention weights).
     """
     steps: list[TracedTensor] = []
-    _active.append((steps, keep))
+    active = _traces.stack
+    active.append((steps, keep))
     try:
         yield steps
     finally:
-        _active.pop()
+        active.pop()

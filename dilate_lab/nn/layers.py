@@ -19,13 +19,19 @@ MERGING_WAYS = ("conv3_2", "conv2_2")
 
 
 def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: zero the whole residual branch of some samples, rescale the rest."""
+    """Stochastic depth: zero the whole residual branch of some samples, rescale the rest.
+
+    ``drop_prob=1.0`` drops every sample: the branch is all zeros (not ``x * 0 / 0``,
+    which is NaN), as timm guards it.
+    """
     if drop_prob == 0.0 or not training:
         return x
     keep = 1.0 - drop_prob
     mask_shape = (x.shape[0],) + (1,) * (x.dim() - 1)  # B, 1, 1, ...
     mask = x.new_empty(mask_shape).bernoulli_(keep)
-    return x * mask / keep
+    if keep > 0.0:
+        mask.div_(keep)  # the kept samples are rescaled so the expectation stays x
+    return x * mask
 
 
 class DropPath(nn.Module):
