@@ -7,7 +7,7 @@ output and gradients:
 - ``"naive"``: explicit Python loops over pixels and window offsets (lesson 02).
 - ``"unfold"``: the paper's ``nn.Unfold`` form, which copies K and V k*k times (lesson 03).
 - ``"shift"``: a loop over the k*k offsets with shifted views of K and V.
-- ``"fused"``: a custom autograd Function with a hand-written backward, plain PyTorch.
+- ``"fused"``: a PyTorch operator with a hand-written backward, plain PyTorch.
 - ``"cpp"``: a compiled C++ kernel, CPU only, built on first use; the fastest on CPU.
 - ``"flex"``: FlexAttention with a dilated-window mask, CUDA only.
 
@@ -18,6 +18,13 @@ neither runs, ``"shift"`` under ``torch.func`` transforms and forward-mode AD.
 Tensors are (B, heads, H, W, head_dim), like ``scaled_dot_product_attention``.
 Half-precision inputs are computed in float32 (unless an implementation computes
 them natively) and the result cast back, so every dtype gets the same semantics.
+Under ``torch.autocast``, q, k and v may differ in dtype: they are brought to the
+widest of theirs first.
+
+``"cpp"``, ``"fused"`` and ``"triton"`` are PyTorch operators (``torch.ops.dilate_lab``)
+with fake kernels and autograd rules, and the choice among implementations is plain
+Python that ``torch.compile(fullgraph=True)`` traces: ``swda``, and the modules built
+on it, compile, export and ``torch.jit.trace`` as one node per call.
 """
 
 from __future__ import annotations
@@ -70,6 +77,22 @@ def _checked(q, k, v, kernel_size, dilation, padding, scale, impl):
     return min(dilation, reach)
 
 
+def _autocast_inputs(q, k, v):
+    """Under ``torch.autocast``, q, k and v in one dtype: the widest of theirs.
+
+    Autocast hands attention its inputs from different layers (a bfloat16 Linear's
+    output next to a float32 tensor); SWDA then runs like autocast's "promote" ops.
+    The implementations compute halves in float32 anyway, and the result comes back
+    in that common dtype. Outside autocast, different dtypes are a ValueError.
+    """
+    if not all(isinstance(t, torch.Tensor) for t in (q, k, v)):
+        return q, k, v  # check_qkv names the culprit
+    if q.dtype == k.dtype == v.dtype or not torch.is_autocast_enabled(q.device.type):
+        return q, k, v
+    common = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
+    return q.to(common), k.to(common), v.to(common)
+
+
 def _head_runs(dilation: tuple[int, ...]) -> list[tuple[int, int, int]]:
     """(first head, end head, dilation) of each run of consecutive heads with one dilation."""
     runs = []
@@ -116,6 +139,7 @@ def swda(
     Returns:
         (B, heads, H, W, head_dim), the dtype and device of q.
     """
+    q, k, v = _autocast_inputs(q, k, v)
     dilation = _checked(q, k, v, kernel_size, dilation, padding, scale, impl)
     chosen = choose_impl(q, k, v, kernel_size, dilation, padding, impl)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)

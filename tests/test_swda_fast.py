@@ -1,4 +1,4 @@
-"""The fast implementations: "fused" (custom autograd Function) and "flex" (FlexAttention).
+"""The fast implementations: "fused" (a PyTorch operator) and "flex" (FlexAttention).
 
 Expected values come from the independent dense reference in ``reference.py``
 (scaled_dot_product_attention over every key, a window mask built from pixel

@@ -9,6 +9,12 @@ the output and the (k*k)-per-pixel weights that backward needs. Keys beyond the
 border are never read, so NaN and inf reach exactly the pixels that ``nn.Unfold``
 sends them to; no finiteness check is needed.
 
+Both directions are PyTorch operators, ``torch.ops.dilate_lab.swda_cpp`` and
+``swda_cpp_backward`` (``torch.library.custom_op``), with shape-only fake kernels and
+an autograd rule: ``torch.compile(fullgraph=True)``, ``torch.export`` and
+``torch.jit.trace`` see one node, not the kernel's raw memory. Halves are computed
+in float32 inside the operator, and come back in the input's dtype.
+
 The kernel is built on first use (``cpp_build``); where it cannot be, this
 implementation is unavailable and ``impl="auto"`` passes over it.
 """
@@ -21,7 +27,14 @@ import torch
 
 from ..tracing import record, tracing
 from .cpp_build import MAX_KERNEL_SIZE, build_error, compiled_available, load_kernel
-from .fused import backward_by_recomputing, plain_tensors_only
+from .fused import (
+    in_compute_dtype,
+    backward_by_recomputing,
+    compute_dtype,
+    eager_without_graph,
+    plain_tensors_only,
+    setup_context,
+)
 from .registry import register
 
 __all__ = ["swda_cpp"]
@@ -34,64 +47,103 @@ def _profiled(name: str):
     return contextlib.nullcontext()
 
 
-def _forward(q, k, v, kernel_size, dilation, padding, scale, keep):
+def _forward(q, k, v, kernel_size, dilation, mask, scale, keep):
     """(out, weights) from the kernel; weights is empty unless ``keep``."""
     with _profiled("cpp::swda_forward"):
         return load_kernel().forward(
-            q.contiguous(), k.contiguous(), v.contiguous(), kernel_size, dilation,
-            padding == "mask", scale, keep,
+            q.contiguous(), k.contiguous(), v.contiguous(), kernel_size, dilation, mask, scale, keep,
         )
 
 
-class _CompiledSWDA(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, kernel_size, dilation, padding, scale, keep):
-        # keep: store the weights (for backward, or for a tracer)
-        out, weights = _forward(q, k, v, kernel_size, dilation, padding, scale, keep)
-        if keep:
-            B, heads, H, W, _ = q.shape
-            lines = weights.view(B, heads, H, kernel_size * kernel_size, -1)  # B, heads, H, k*k, stride
-            record(
-                "attention weights",
-                lines[..., :W].transpose(-1, -2),  # B, heads, H, W, k*k (a view)
-                "one weight per window position",
-            )
-        # the inputs themselves are saved: unpacked in a create_graph backward they are
-        # still nodes of the caller's graph, so second derivatives can flow
-        ctx.save_for_backward(q, k, v, weights)
-        ctx.geometry = (q.shape, kernel_size, dilation, scale)
-        ctx.padding = padding
-        return out
+_LANES = 8
+"""kLanes of the C++ source: each weight line is W rounded up to a multiple of it."""
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        if torch.is_grad_enabled():
-            # create_graph=True: the gradient must itself be differentiable, so it is
-            # recomputed with autograd through the "shift" path
-            return (*backward_by_recomputing(ctx, grad_out), None)  # and none for keep
-        q, k, v, weights = ctx.saved_tensors
-        _, kernel_size, dilation, scale = ctx.geometry
-        with _profiled("cpp::swda_backward"):
-            grad_q, grad_k, grad_v = load_kernel().backward(
-                q.contiguous(), k.contiguous(), v.contiguous(), weights, grad_out.contiguous(),
-                kernel_size, dilation, ctx.padding == "mask", scale,
-            )
-        needed = ctx.needs_input_grad
-        return (
-            grad_q if needed[0] else None,
-            grad_k if needed[1] else None,
-            grad_v if needed[2] else None,
-            None, None, None, None, None,
+
+def _forward_impl(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    kernel_size: int, dilation: int, mask: bool, scale: float, keep: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out in q's dtype, weights (B, heads, H, k*k, stride) in the compute dtype, or an
+    empty tensor unless ``keep``: for backward, or for the shape tracer).
+
+    Halves are computed in float32 (the kernel takes float32 and float64): any float
+    inputs in, q's dtype out, which is what ``torch.autocast`` needs of an operator.
+    """
+    qc, kc, vc = in_compute_dtype(q, k, v)
+    out, weights = _forward(qc, kc, vc, kernel_size, dilation, mask, scale, keep)
+    if keep:
+        B, heads, H, W, _ = q.shape
+        lines = weights.view(B, heads, H, kernel_size * kernel_size, -1)  # B, heads, H, k*k, stride
+        record(
+            "attention weights",
+            lines[..., :W].transpose(-1, -2),  # B, heads, H, W, k*k (a view)
+            "one weight per window position",
         )
+    return out.to(q.dtype), weights
+
+
+_forward_op = torch.library.custom_op("dilate_lab::swda_cpp", mutates_args=())(_forward_impl)
+
+
+@_forward_op.register_fake
+def _(q, k, v, kernel_size, dilation, mask, scale, keep):
+    B, heads, H, W, _ = q.shape
+    stride = -(-W // _LANES) * _LANES
+    shape = (B, heads, H, kernel_size * kernel_size, stride) if keep else (0,)
+    return q.new_empty(q.shape), q.new_empty(shape, dtype=compute_dtype(q))
+
+
+@torch.library.custom_op("dilate_lab::swda_cpp_backward", mutates_args=())
+def _backward_op(
+    grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, weights: torch.Tensor,
+    kernel_size: int, dilation: int, mask: bool, scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dq, dk, dv) in the dtypes of q, k, v, from the kernel's two-pass gather backward."""
+    gc, qc, kc, vc = in_compute_dtype(grad_out, q, k, v)
+    with _profiled("cpp::swda_backward"):
+        grads = load_kernel().backward(
+            qc.contiguous(), kc.contiguous(), vc.contiguous(), weights, gc.contiguous(),
+            kernel_size, dilation, mask, scale,
+        )
+    return tuple(g.to(t.dtype) for g, t in zip(grads, (q, k, v)))
+
+
+@_backward_op.register_fake
+def _(grad_out, q, k, v, weights, kernel_size, dilation, mask, scale):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _backward(ctx, grad_out, _grad_weights):
+    if torch.is_grad_enabled():
+        # create_graph=True: the gradient must itself be differentiable, so it is
+        # recomputed with autograd through the "shift" path
+        return (*backward_by_recomputing(ctx, grad_out), None)  # and none for keep
+    q, k, v, weights = ctx.saved_tensors
+    _, kernel_size, dilation, scale = ctx.geometry
+    grads = torch.ops.dilate_lab.swda_cpp_backward(
+        grad_out, q, k, v, weights, kernel_size, dilation, ctx.padding == "mask", scale
+    )
+    return (*grads, None, None, None, None, None)
+
+
+_forward_op.register_autograd(_backward, setup_context=setup_context)
 
 
 def swda_cpp(q, k, v, kernel_size, dilation, padding, scale):
-    """SWDA through the compiled kernel; arguments as in ``swda``, already checked and
-    accepted by this implementation's checks (CPU, float32/float64, plain tensors)."""
-    if tracing() or (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
-        return _CompiledSWDA.apply(q, k, v, kernel_size, dilation, padding, scale, True)
-    # inference: no graph to record, so no autograd Function, and no weights stored
-    return _forward(q, k, v, kernel_size, dilation, padding, scale, keep=False)[0]
+    """SWDA through the ``dilate_lab::swda_cpp`` operator; arguments as in ``swda``, already
+    checked and accepted by this implementation's checks (CPU, plain tensors).
+
+    Inference in eager mode calls the kernel directly (no dispatch, no weights stored);
+    a call that records a graph (autograd, compile, export, jit.trace) goes through
+    the operator, keeping the weights for backward.
+    """
+    mask, scale = padding == "mask", float(scale)
+    if eager_without_graph(q, k, v):
+        if tracing():  # the shape tracer wants the weights
+            return _forward_impl(q, k, v, kernel_size, dilation, mask, scale, True)[0]
+        return _forward(q, k, v, kernel_size, dilation, mask, scale, keep=False)[0]
+    out, _ = torch.ops.dilate_lab.swda_cpp(q, k, v, kernel_size, dilation, mask, scale, True)
+    return out
 
 
 def _kernel_missing() -> str | None:

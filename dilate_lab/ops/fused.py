@@ -1,4 +1,4 @@
-"""The ``"fused"`` SWDA implementation: a custom autograd Function in plain PyTorch, any device.
+"""The ``"fused"`` SWDA implementation: a PyTorch operator in plain PyTorch, any device.
 
 Why it is fast, and why it stays small in memory:
 
@@ -11,9 +11,11 @@ Why it is fast, and why it stays small in memory:
   ``as_strided`` view of K (k rows, ``r`` rows apart). No tensor the size of the
   unfolded K or V is ever made.
 - A shift can leave the map (a zero-padded key) or wrap into the next row or
-  image. Both are wrong rows; a precomputed ``inside`` mask (k*k, H*W) sets their
-  logits to 0 (``padding="zeros"``: a zero key has logit 0 and takes softmax mass)
-  or to -inf (``"mask"``), and their value weights to 0 (a zero value adds nothing).
+  image. Both are wrong rows; a precomputed ``outside`` mask (k*k, H*W) replaces
+  their logits by 0 (``padding="zeros"``: a zero key has logit 0 and takes softmax
+  mass) or -inf (``"mask"``), and their value weights and weight gradients by 0. A
+  *replacement* (``masked_fill``), not a product with a 0/1 mask: a wrong row's
+  dot product may overflow to inf, and ``inf * 0`` is NaN.
 - **Logits** come from ``torch.bmm`` of each window row view with the queries:
   one call per window row, no temporary.
 - **The weighted sum** of values, and every sum in the backward pass, is a loop
@@ -31,12 +33,20 @@ Why it is fast, and why it stays small in memory:
   Zero-padded positions have constant logits (0), so no gradient may flow through
   them: with ``w`` zero there, ``dl`` is zero there too, in both padding modes.
 
-- **Two cases go through the differentiable ``"shift"`` path instead**, because
-  cancelling a wrong row by a zero weight fails for them: non-finite inputs
-  (``NaN * 0`` is NaN, and would leak into the neighbouring image; a non-finite
-  output is therefore recomputed by ``"shift"``) and, in backward, a non-finite upstream
-  gradient or ``create_graph=True`` (second derivatives: the backward is then
-  recomputed with autograd, so it is itself differentiable).
+- **Non-finite values go through the exact "shift" path instead**, because a
+  wrong row read with a zero weight spreads them to other pixels (``NaN * 0`` is
+  NaN): a non-finite output is recomputed by "shift" inside the operator, and the
+  backward of such a call, or one with a non-finite upstream gradient, is
+  "shift"'s gradient (``torch.func.vjp``). ``create_graph=True`` (second
+  derivatives) recomputes the backward with autograd through "shift", so that it
+  is itself differentiable.
+
+- **A PyTorch operator.** Forward and backward are ``torch.ops.dilate_lab.swda_fused``
+  and ``swda_fused_backward`` (``torch.library.custom_op``) with shape-only fake
+  kernels and an autograd rule, so ``torch.compile(fullgraph=True)``, ``torch.export``
+  and ``torch.jit.trace`` record one node; halves are computed in float32 inside and
+  returned in the input's dtype (what ``torch.autocast`` needs). Eager inference
+  without autograd skips the dispatch and calls the same Python directly.
 
 Weights are stored offset-major, (k*k, N), so that the softmax, the masks and
 each per-offset weight row are contiguous along the long dimension.
@@ -56,7 +66,7 @@ from ..tracing import record
 from .reference import swda_shift
 from .registry import is_plain_tensor, register
 
-__all__ = ["swda_fused", "backward_by_recomputing"]
+__all__ = ["swda_fused", "backward_by_recomputing", "eager_without_graph", "compute_dtype", "in_compute_dtype"]
 
 # torch.bmm on CPU uses a plain loop kernel, fast for these tiny matrices, while
 # rows * contraction stays below 400; above it, it takes a general path that is
@@ -73,11 +83,10 @@ def _window_shifts(kernel_size: int, dilation: int, width: int) -> list[int]:
 
 
 @functools.lru_cache(maxsize=64)
-def _window_masks(height, width, kernel_size, dilation, device, dtype):
-    """(k*k, H*W) masks: bool ``inside``, and the same as 0/1 in ``dtype``."""
+def _window_outside(height, width, kernel_size, dilation, device):
+    """(k*k, H*W) bool: which window positions of each pixel fall beyond the border."""
     inside = inside_mask(height, width, kernel_size, dilation, device=device)  # H, W, k*k
-    inside = inside.reshape(height * width, -1).t().contiguous()  # k*k, H*W
-    return inside, inside.to(dtype)
+    return ~inside.reshape(height * width, -1).t().contiguous()  # k*k, H*W
 
 
 def _dots_from_table(queries, table, first_row, kernel_size, dilation, width, out):
@@ -163,82 +172,158 @@ def _scatter_sum(weights, table, shifts, center):
     return out
 
 
-class _FusedSWDA(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, kernel_size, dilation, padding, scale):
-        B, heads, H, W, d = q.shape
-        rows, kk = B * heads * H * W, kernel_size * kernel_size
-        q_rows = q.contiguous().view(rows, d)  # B*heads*H*W, d
-        k_rows = k.contiguous().view(rows, d)  # B*heads*H*W, d
-        v_rows = v.contiguous().view(rows, d)  # B*heads*H*W, d
-        shifts = _window_shifts(kernel_size, dilation, W)
-        inside, inside_float = _window_masks(H, W, kernel_size, dilation, q.device, q.dtype)
+def _fused_forward(q, k, v, kernel_size, dilation, padding, scale):
+    """(out (B, heads, H, W, d), weights (k*k, B*heads*H*W)), plain PyTorch, no autograd."""
+    B, heads, H, W, d = q.shape
+    rows, kk = B * heads * H * W, kernel_size * kernel_size
+    q_rows = q.contiguous().view(rows, d)  # B*heads*H*W, d
+    k_rows = k.contiguous().view(rows, d)  # B*heads*H*W, d
+    v_rows = v.contiguous().view(rows, d)  # B*heads*H*W, d
+    shifts = _window_shifts(kernel_size, dilation, W)
+    outside = _window_outside(H, W, kernel_size, dilation, q.device).unsqueeze(1)  # k*k, 1, H*W
 
-        logits = q.new_empty(kk, rows)  # k*k, B*heads*H*W
-        _window_dots(q_rows, k_rows, kernel_size, dilation, W, logits)
-        per_image = logits.view(kk, B * heads, H * W)  # k*k, B*heads, H*W
-        if padding == "zeros":
-            per_image.mul_((inside_float * scale).unsqueeze(1))  # padded keys: logit 0
-        else:
-            per_image.mul_(scale).masked_fill_(~inside.unsqueeze(1), float("-inf"))
-        weights = torch.softmax(logits, dim=0)  # k*k, B*heads*H*W
-        record(
-            "attention weights",
-            weights.t().view(B, heads, H, W, kk),  # B, heads, H, W, k*k (a view)
-            "one weight per window position",
-        )
-        if padding == "zeros":
-            # a padded key's value is zero: its weight stays in the softmax, not in the sum
-            weights.view(kk, B * heads, H * W).mul_(inside_float.unsqueeze(1))
+    logits = q.new_empty(kk, rows)  # k*k, B*heads*H*W
+    _window_dots(q_rows, k_rows, kernel_size, dilation, W, logits)
+    per_image = logits.view(kk, B * heads, H * W)  # k*k, B*heads, H*W
+    # a where, not a product with 0/1: a wrong row's dot may overflow to inf, and inf * 0 is NaN
+    per_image.mul_(scale).masked_fill_(outside, 0.0 if padding == "zeros" else float("-inf"))
+    weights = torch.softmax(logits, dim=0)  # k*k, B*heads*H*W
+    record(
+        "attention weights",
+        weights.t().view(B, heads, H, W, kk),  # B, heads, H, W, k*k (a view)
+        "one weight per window position",
+    )
+    if padding == "zeros":
+        # a padded key's value is zero: its weight stays in the softmax, not in the sum
+        weights.view(kk, B * heads, H * W).masked_fill_(outside, 0.0)
+    out = _weighted_sum(weights, v_rows, shifts, kk // 2)  # B*heads*H*W, d
+    return out.view(B, heads, H, W, d), weights
 
-        out = _weighted_sum(weights, v_rows, shifts, kk // 2)  # B*heads*H*W, d
-        # the inputs themselves (not their row views): unpacked in a create_graph backward
-        # they are still nodes of the caller's graph, so second derivatives can flow
-        ctx.save_for_backward(q, k, v, weights)
-        ctx.geometry = (q.shape, kernel_size, dilation, scale)
-        ctx.padding = padding
-        return out.view(B, heads, H, W, d)
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        if torch.is_grad_enabled() or not _finite(grad_out):
-            # create_graph=True (a gradient of the gradient is wanted), or a non-finite
-            # upstream gradient that the hand-written sums would spread across images:
-            # recompute through the differentiable shift path instead.
-            return backward_by_recomputing(ctx, grad_out)
-        with torch.no_grad():
-            return _FusedSWDA._hand_written_backward(ctx, grad_out)
+def _fused_backward(grad_out, q, k, v, weights, kernel_size, dilation, scale):
+    """(dq, dk, dv) by the hand-written sums of the module docstring; finite inputs only."""
+    B, heads, H, W, d = q.shape
+    shape, rows, kk = q.shape, q.numel() // d, kernel_size * kernel_size
+    q_rows = q.contiguous().view(rows, d)  # B*heads*H*W, d
+    k_rows = k.contiguous().view(rows, d)  # B*heads*H*W, d
+    v_rows = v.contiguous().view(rows, d)  # B*heads*H*W, d
+    g_rows = grad_out.contiguous().view(rows, d)  # B*heads*H*W, d
+    shifts = _window_shifts(kernel_size, dilation, W)
+    center = kk // 2
+    outside = _window_outside(H, W, kernel_size, dilation, q.device).unsqueeze(1)  # k*k, 1, H*W
 
-    @staticmethod
-    def _hand_written_backward(ctx, grad_out):
-        q, k, v, weights = ctx.saved_tensors
-        shape, kernel_size, dilation, scale = ctx.geometry
-        W, d = shape[3], shape[4]
-        rows = q.numel() // d
-        q_rows = q.contiguous().view(rows, d)  # B*heads*H*W, d
-        k_rows = k.contiguous().view(rows, d)  # B*heads*H*W, d
-        v_rows = v.contiguous().view(rows, d)  # B*heads*H*W, d
-        kk = kernel_size * kernel_size
-        shifts = _window_shifts(kernel_size, dilation, W)
-        center = kk // 2
-        need_q, need_k, need_v = ctx.needs_input_grad[:3]
-        g_rows = grad_out.contiguous().view(rows, d)  # B*heads*H*W, d
+    grad_v = _scatter_sum(weights, g_rows, shifts, center).view(shape)
+    grad_w = weights.new_empty(kk, rows)  # k*k, B*heads*H*W
+    _window_dots(g_rows, v_rows, kernel_size, dilation, W, grad_w)
+    # g . v of a wrong row may overflow (inf * 0 would be NaN): replace it, do not cancel it
+    grad_w.view(kk, B * heads, H * W).masked_fill_(outside, 0.0)
+    # softmax backward, times scale; 0 wherever the weight is 0 (padded positions)
+    grad_logits = grad_w.mul_(weights)
+    total = grad_logits.sum(dim=0)  # B*heads*H*W
+    grad_logits.sub_(weights * total).mul_(scale)
+    grad_q = _weighted_sum(grad_logits, k_rows, shifts, center).view(shape)
+    grad_k = _scatter_sum(grad_logits, q_rows, shifts, center).view(shape)
+    return grad_q, grad_k, grad_v
 
-        grad_q = grad_k = grad_v = None
-        if need_v:
-            grad_v = _scatter_sum(weights, g_rows, shifts, center).view(shape)
-        if need_q or need_k:
-            grad_w = weights.new_empty(kk, rows)  # k*k, B*heads*H*W
-            _window_dots(g_rows, v_rows, kernel_size, dilation, W, grad_w)
-            # softmax backward, times scale; 0 wherever the weight is 0 (padded positions)
-            grad_logits = grad_w.mul_(weights)
-            total = grad_logits.sum(dim=0)  # B*heads*H*W
-            grad_logits.sub_(weights * total).mul_(scale)
-            if need_q:
-                grad_q = _weighted_sum(grad_logits, k_rows, shifts, center).view(shape)
-            if need_k:
-                grad_k = _scatter_sum(grad_logits, q_rows, shifts, center).view(shape)
-        return grad_q, grad_k, grad_v, None, None, None, None
+
+def _exact_backward(grad_out, q, k, v, kernel_size, dilation, padding, scale):
+    """(dq, dk, dv) of the "shift" path, which pads with real zeros: NaN and inf go
+    exactly where ``nn.Unfold``'s gradient sends them. ``torch.func.vjp`` works inside
+    an operator, where the autograd of the caller is switched off."""
+    def shift(a, b, c):
+        return swda_shift(a, b, c, kernel_size, dilation, padding, scale)
+
+    _, pullback = torch.func.vjp(shift, q, k, v)
+    return pullback(grad_out)
+
+
+def compute_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype the plain-PyTorch and C++ operators compute in: float32 for halves."""
+    return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
+
+
+def in_compute_dtype(*tensors):
+    work = compute_dtype(tensors[0])
+    return [t.to(work) for t in tensors]  # no copy where already in it
+
+
+def _forward_impl(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    kernel_size: int, dilation: int, mask: bool, scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out (B, heads, H, W, d) in q's dtype, weights (k*k, B*heads*H*W) in the compute dtype).
+
+    Halves are computed in float32 (the autocast contract: any float inputs in,
+    float32 inside, q's dtype out). A non-finite output is recomputed by "shift"
+    (see the module docstring) and the weights then filled with NaN: the mark that
+    tells the backward operator to take the exact path too.
+    """
+    padding = "mask" if mask else "zeros"
+    qc, kc, vc = in_compute_dtype(q, k, v)
+    out, weights = _fused_forward(qc, kc, vc, kernel_size, dilation, padding, scale)
+    if not _finite(out):
+        out = swda_shift(qc, kc, vc, kernel_size, dilation, padding, scale)
+        weights.fill_(float("nan"))
+    return out.to(q.dtype), weights
+
+
+_forward_op = torch.library.custom_op("dilate_lab::swda_fused", mutates_args=())(_forward_impl)
+
+
+@_forward_op.register_fake
+def _(q, k, v, kernel_size, dilation, mask, scale):
+    rows = q.numel() // q.shape[-1]
+    return q.new_empty(q.shape), q.new_empty((kernel_size * kernel_size, rows), dtype=compute_dtype(q))
+
+
+@torch.library.custom_op("dilate_lab::swda_fused_backward", mutates_args=())
+def _backward_op(
+    grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, weights: torch.Tensor,
+    kernel_size: int, dilation: int, mask: bool, scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dq, dk, dv) in the dtypes of q, k, v; ``weights`` from ``swda_fused``.
+
+    The hand-written sums are exact for finite values; a non-finite upstream gradient,
+    or a forward that fell back (NaN weights), goes through the exact "shift" gradient.
+    """
+    gc, qc, kc, vc = in_compute_dtype(grad_out, q, k, v)
+    if _finite(weights.view(-1)[:1]) and _finite(gc):
+        grads = _fused_backward(gc, qc, kc, vc, weights, kernel_size, dilation, scale)
+    else:
+        grads = _exact_backward(gc, qc, kc, vc, kernel_size, dilation, "mask" if mask else "zeros", scale)
+    return tuple(g.to(t.dtype) for g, t in zip(grads, (q, k, v)))
+
+
+@_backward_op.register_fake
+def _(grad_out, q, k, v, weights, kernel_size, dilation, mask, scale):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def setup_context(ctx, inputs, output):
+    """Save q, k, v themselves (not copies: unpacked in a create_graph backward they are
+    still nodes of the caller's graph, so second derivatives can flow) and the weights."""
+    q, k, v, kernel_size, dilation, mask, scale = inputs[:7]
+    weights = output[1]
+    ctx.mark_non_differentiable(weights)
+    ctx.save_for_backward(q, k, v, weights)
+    ctx.geometry = (q.shape, kernel_size, dilation, scale)
+    ctx.padding = "mask" if mask else "zeros"
+
+
+def _backward(ctx, grad_out, _grad_weights):
+    if torch.is_grad_enabled():
+        # create_graph=True: the gradient must itself be differentiable, so it is
+        # recomputed with autograd through the "shift" path
+        return backward_by_recomputing(ctx, grad_out)
+    q, k, v, weights = ctx.saved_tensors
+    _, kernel_size, dilation, scale = ctx.geometry
+    grads = torch.ops.dilate_lab.swda_fused_backward(
+        grad_out, q, k, v, weights, kernel_size, dilation, ctx.padding == "mask", scale
+    )
+    return (*grads, None, None, None, None)
+
+
+_forward_op.register_autograd(_backward, setup_context=setup_context)
 
 
 def backward_by_recomputing(ctx, grad_out):
@@ -273,19 +358,25 @@ def _finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t.sum()))
 
 
-def swda_fused(q, k, v, kernel_size, dilation, padding, scale):
-    """SWDA through the fused autograd Function; arguments as in ``swda`` (already checked).
+def eager_without_graph(q, k, v) -> bool:
+    """True for a plain eager call that records no graph: no autograd, no
+    ``torch.compile``/``torch.export`` or ``torch.jit.trace`` tracing. Such a call may
+    skip the operator's dispatch (tens of microseconds) and run the implementation
+    directly; every other call goes through the operator, which tracers see as one node."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    return not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))
 
-    Any non-finite input makes the fused output non-finite (every input element is
-    read with a non-zero weight by its own query), but the fused reads that are
-    cancelled by zero weights would also spread it to other images (NaN * 0 = NaN).
-    So a non-finite output is recomputed by the shift path, which pads with real
-    zeros and gives unfold's exact pattern; finite calls pay one sum over the output.
-    """
-    out = _FusedSWDA.apply(q, k, v, kernel_size, dilation, padding, scale)
-    if _finite(out):
-        return out
-    return swda_shift(q, k, v, kernel_size, dilation, padding, scale)
+
+def swda_fused(q, k, v, kernel_size, dilation, padding, scale):
+    """SWDA through the ``dilate_lab::swda_fused`` operator; arguments as in ``swda``
+    (already checked). Inference in eager mode calls the implementation directly."""
+    if eager_without_graph(q, k, v):
+        return _forward_impl(q, k, v, kernel_size, dilation, padding == "mask", float(scale))[0]
+    out, _ = torch.ops.dilate_lab.swda_fused(
+        q, k, v, kernel_size, dilation, padding == "mask", float(scale)
+    )
+    return out
 
 
 def plain_tensors_only(q, k, v, kernel_size, dilation, padding) -> str | None:
@@ -293,14 +384,14 @@ def plain_tensors_only(q, k, v, kernel_size, dilation, padding) -> str | None:
     if all(is_plain_tensor(t) for t in (q, k, v)):
         return None
     return (
-        "it is a custom autograd Function, with no forward-mode derivative and no "
+        "it is a custom operator with a reverse-mode rule only: no forward-mode derivative and no "
         "torch.func (jvp, vmap, grad) rule; 'shift' runs those"
     )
 
 
 register(
     "fused", swda_fused,
-    summary="a custom autograd Function in plain PyTorch: no k*k copy, a hand-written backward",
+    summary="a PyTorch operator in plain PyTorch: no k*k copy, a hand-written backward",
     can_run=plain_tensors_only,
     auto_rank=20,
 )

@@ -16,6 +16,12 @@ Every implementation registers itself once, in its own module, with:
   per head, in one call (all dilation groups of an MSDA at once); ``swda`` gives the
   others one call per run of heads with equal dilation.
 
+Choosing is plain Python that ``torch.compile(fullgraph=True)`` traces: a machine
+check (which may build a kernel, behind a lock) runs through ``_machine_check``,
+which the compiler calls once while tracing and bakes in as a constant; the
+torch.func check and the DEBUG log are skipped while compiling (no wrapped tensors
+reach a compiled graph's implementations, and logging is a side effect).
+
 ``impl="auto"`` takes the first implementation, by rank, that runs on the tensors'
 device and passes both checks. An implementation named explicitly must pass them
 too, or ``swda`` raises an error that gives the reason: a RuntimeError where this
@@ -90,7 +96,7 @@ class SwdaImpl:
             allowed = ", ".join(str(d).replace("torch.", "") for d in self.dtypes)
             return f"it computes in {allowed}, not {str(compute).replace('torch.', '')}", ValueError
         if self.available is not None:
-            reason = self.available()
+            reason = _machine_check(self.name)
             if reason is not None:
                 return reason, RuntimeError
         if self.can_run is not None:
@@ -102,6 +108,18 @@ class SwdaImpl:
 
 _REGISTRY: dict[str, SwdaImpl] = {}
 _ranked: list[SwdaImpl] = []  # auto candidates, best first
+
+
+@torch.compiler.assume_constant_result
+def _machine_check(name: str) -> str | None:
+    """``available()`` of the implementation ``name``: None, or why this machine cannot run it.
+
+    Eager calls ask every time (a kernel's loader may have changed its mind, e.g. in
+    tests). Under ``torch.compile`` this function is run once, outside the traced
+    graph, and its answer is a constant of that graph: the check may take locks and
+    build a kernel, which tracing could not follow.
+    """
+    return _REGISTRY[name].available()
 
 
 def register(
@@ -154,7 +172,12 @@ def get_impl(name: str) -> SwdaImpl:
 
 def is_plain_tensor(t: torch.Tensor) -> bool:
     """False for a forward-mode dual tensor or one wrapped by a ``torch.func`` transform:
-    a kernel that reads raw memory would silently drop their tangents."""
+    a kernel that reads raw memory would silently drop their tangents.
+
+    True while ``torch.compile`` traces: a compiled graph's tensors are plain (a
+    ``torch.func`` transform around compiled code runs it with its own rules)."""
+    if torch.compiler.is_compiling():
+        return True
     if torch._C._functorch.is_functorch_wrapped_tensor(t):
         return False
     return torch.autograd.forward_ad.unpack_dual(t).tangent is None
@@ -202,7 +225,7 @@ def choose_impl(q, k, v, kernel_size: int, dilation: int, padding: str, impl: st
         return chosen
     for candidate in _auto_candidates(q.device.type):
         if candidate.why_not(q, k, v, kernel_size, dilation, padding) is None:
-            if _log.isEnabledFor(logging.DEBUG):
+            if not torch.compiler.is_compiling() and _log.isEnabledFor(logging.DEBUG):
                 _log.debug("%s", explain_choice(q, k, v, kernel_size, dilation, padding))
             return candidate
     raise RuntimeError("no registered SWDA implementation runs here")  # "shift" always does
@@ -242,5 +265,5 @@ def available_impls(device) -> tuple[str, ...]:
     return tuple(
         impl.name
         for impl in _REGISTRY.values()
-        if impl.runs_on(device_type) and (impl.available is None or impl.available() is None)
+        if impl.runs_on(device_type) and (impl.available is None or _machine_check(impl.name) is None)
     )
