@@ -2,7 +2,9 @@
 
 Opens a copy of ``notebooks/00_start_here.ipynb`` in JupyterLab, runs every cell, clicks
 dilation 3 on the receptive-field explorer and checks that the figure is redrawn, and that
-no cell shows a traceback. Screenshots go to ``test-artifacts/``.
+no cell shows a traceback. Where the lesson shows the browser-native explorer
+(``ReceptiveFieldExplorer``), it clicks a cell of the map and moves the dilation slider to 3,
+and checks the highlighted cells and counts against ``dilated_window``. Screenshots go to ``test-artifacts/``.
 
 Skipped, with a message saying how to enable it, where Chromium or Playwright is missing;
 ``DILATE_LAB_REQUIRE_BROWSER=1`` (set by CI) turns that skip into a failure.
@@ -20,6 +22,7 @@ import pytest
 
 from jupyterlab_browser import (
     HOW_TO_ENABLE,
+    check_window_shown,
     chromium_page,
     find_chromium,
     jupyterlab_server,
@@ -58,6 +61,9 @@ def check_receptive_field_explorer(chromium: str, course: Path, notebook: str, w
 
         explorer = page.locator(".dl-receptive-field").first
         explorer.wait_for(timeout=60_000)
+        if explorer.locator("svg.dl-map").count() or "dl-x" in (explorer.get_attribute("class") or ""):
+            check_browser_native_explorer(page, explorer, artifacts)  # the lesson shows the anywidget one
+            return
         figure = explorer.locator("img.dl-figure")
         figure.wait_for(timeout=30_000)
         explorer.scroll_into_view_if_needed()
@@ -80,12 +86,27 @@ def check_receptive_field_explorer(chromium: str, course: Path, notebook: str, w
         assert explorer.locator(".dl-error").count() == 0
 
 
+def check_browser_native_explorer(page, explorer, artifacts: Path) -> None:
+    """The anywidget explorer: the cells and counts follow a click and the dilation slider."""
+    explorer.scroll_into_view_if_needed()
+    settings = {name: int(explorer.locator(f".dl-{name} output").inner_text()) for name in ("kernel-size", "dilation", "size")}
+    kernel_size, size = settings["kernel-size"], settings["size"]
+    explorer.screenshot(path=str(artifacts / "receptive-field-before.png"))
+    explorer.locator(f'svg.dl-map[data-panel="r{settings["dilation"]}"] rect.dl-cell[data-row="0"][data-col="{size - 1}"]').click()
+    check_window_shown(explorer, 0, size - 1, kernel_size, settings["dilation"], size)
+    explorer.locator(".dl-dilation input").fill("3")
+    check_window_shown(explorer, 0, size - 1, kernel_size, 3, size)
+    explorer.screenshot(path=str(artifacts / "receptive-field-after.png"))
+    page.screenshot(path=str(artifacts / "receptive-field-page.png"))
+    assert explorer.locator(".dl-error").count() == 0
+
+
 def test_receptive_field_explorer_in_jupyterlab(tmp_path):
     chromium = _browser_or_skip()
     notebook = NOTEBOOKS / START_NOTEBOOK
     assert notebook.exists(), f"{notebook} is missing"
-    assert "receptive_field_explorer" in notebook.read_text(), (
-        f"{START_NOTEBOOK} must display dilate_lab.receptive_field_explorer() for this test"
+    assert re.search(r"receptive_field_explorer|ReceptiveFieldExplorer", notebook.read_text()), (
+        f"{START_NOTEBOOK} must display a receptive-field explorer for this test"
     )
     course = tmp_path / "course"
     shutil.copytree(NOTEBOOKS, course, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
