@@ -126,6 +126,31 @@ def test_compiled_graph_calls_the_operator():
     assert any("dilate_lab.swda_cpp" in t for t in targets), targets
 
 
+@pytest.mark.parametrize("impl", ["cpp", "fused"])
+def test_compiled_backward_calls_the_backward_operator(impl):
+    """AOTAutograd's backward graph holds the hand-written backward operator (not a
+    recomputation through "shift", which only create_graph=True needs)."""
+    from functorch.compile import aot_module_simplified, make_boxed_func
+
+    _needs(impl)
+    backward_graphs = []
+
+    def keep_backward(gm, example_inputs):
+        backward_graphs.append(gm)
+        return make_boxed_func(gm.forward)
+
+    def backend(gm, example_inputs):
+        return aot_module_simplified(
+            gm, example_inputs, fw_compiler=lambda g, _: make_boxed_func(g.forward), bw_compiler=keep_backward
+        )
+
+    q = make((1, 3, 6, 6, 8), seed=24).requires_grad_(True)
+    compiled = torch.compile(lambda a: swda(a, a, a, 3, (1, 2, 3), impl=impl), fullgraph=True, backend=backend)
+    compiled(q).sum().backward()
+    targets = {str(node.target) for node in backward_graphs[0].graph.nodes}
+    assert f"dilate_lab.swda_{impl}_backward.default" in targets, targets
+
+
 # ---------------------------------------------------------------------------
 # torch.export
 # ---------------------------------------------------------------------------
