@@ -84,3 +84,30 @@ def test_the_course_builds_offline_in_under_two_minutes(tmp_path):
         text = page.read_text()
         assert not _NETWORK.search(text), (page.name, _NETWORK.search(text))
     assert seconds < 120, f"the static edition took {seconds:.0f} s to build"
+
+
+@pytest.mark.parametrize("tex, text", [
+    (r"k \times k", "k × k"),
+    (r"H \cdot W \cdot k^2", "H · W · k<sup>2</sup>"),
+    (r"\mathrm{DWConv}_{3 \times 3}(X)", "DWConv<sub>3 × 3</sub>(X)"),
+    (r"p, q \in \{-1, 0, 1\}", "p, q ∈ {-1, 0, 1}"),
+    (r"\frac{QK^\top}{\sqrt{d}}", "(QK<sup>T</sup>)/(√(d))"),
+    (r"a < b", "a &lt; b"),
+])
+def test_formulas_read_as_text_without_mathjax(tex, text):
+    from dilate_lab.course.static_site import tex_to_text
+
+    assert tex_to_text(tex) == text
+
+
+def test_formulas_in_the_page_but_not_in_code(tmp_path):
+    folder = tmp_path / "nb"
+    folder.mkdir()
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
+        "# Costs\nA window costs $N k^2$; `$HOME` stays code.\n\n$$x_{ij} = \\sum_o w_o v_o$$"
+    )])
+    nbformat.write(notebook, folder / "00_costs.ipynb")
+    page = build_site(tmp_path / "site", folder)[1].read_text()
+    assert '<span class="dl-math" title="N k^2">N k<sup>2</sup></span>' in page
+    assert "<code>$HOME</code>" in page
+    assert 'class="dl-math"' in page and "x<sub>ij</sub> = ∑<sub>o</sub> w<sub>o</sub> v<sub>o</sub>" in page

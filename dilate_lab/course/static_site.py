@@ -11,7 +11,8 @@ offline:
 
 - The template loads require.js, MathJax, mermaid and the ipywidgets HTML manager
   from CDNs. The pages here load nothing: those blocks are emptied. Mathematics
-  stays as its TeX source (readable, not typeset).
+  is not typeset: ``tex_to_text`` turns each formula into plain HTML text
+  (``k \\times k`` -> k × k, ``k^2`` -> k<sup>2</sup>), its TeX kept in the tooltip.
 - A browser-native explorer (``dilate_lab.course.explorers``) stores, next to its
   widget view, a ``<div class="dl-static-explorer">`` with its name and state. The
   page inlines the explorer's ES module (the same file JupyterLab runs) and renders
@@ -40,7 +41,7 @@ from nbconvert import HTMLExporter
 
 from .explorers import EXPLORER_MODULES, esm_source
 
-__all__ = ["build_site", "static_model_script", "main"]
+__all__ = ["build_site", "static_model_script", "tex_to_text", "main"]
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
@@ -50,7 +51,10 @@ _TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
-{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block html_head_js_mermaidjs -%}
+<style>.dl-math { font-family: "DejaVu Serif", Georgia, serif; font-style: italic; white-space: nowrap; }
+div.dl-math { text-align: center; margin: 0.6em 0; }</style>
+{%- endblock html_head_js_mermaidjs -%}
 {%- block body_footer -%}
 <p style="margin: 2em 0; font-size: 12px"><a href="index.html">&larr; all lessons</a></p>
 {{ resources.dl_explorer_script }}
@@ -101,6 +105,51 @@ def static_model_script(modules: set[str]) -> str:
     return f'<script type="module">\nconst DL_MODULES = {json.dumps(sources)};\n{_MODEL_JS}</script>'
 
 
+# ---------------------------------------------------------------------------
+# mathematics without MathJax: TeX turned into plain HTML text, readable if not typeset
+# ---------------------------------------------------------------------------
+_TEX_SYMBOLS = {
+    "cdot": "·", "times": "×", "lfloor": "⌊", "rfloor": "⌋", "alpha": "α", "beta": "β", "sigma": "σ",
+    "ell": "ℓ", "top": "T", "in": "∈", "infty": "∞", "to": "→", "sum": "∑", "approx": "≈", "dots": "…",
+    "ldots": "…", "cdots": "⋯", "leftarrow": "←", "rightarrow": "→", "le": "≤", "leq": "≤", "ge": "≥",
+    "geq": "≥", "mid": "|", "pm": "±", "log": "log", "max": "max", "min": "min", "exp": "exp", "sqrt": "√",
+    "quad": "\u2003", "qquad": "\u2003\u2003", ",": "\u2009", ";": "\u2005", " ": " ", "!": "", "{": "\x00(", "}": "\x00)",
+    "left": "", "right": "", "big": "", "Big": "", "neq": "≠", "lambda": "λ", "mu": "μ", "pi": "π",
+}
+_TEX_GROUP = r"\{((?:[^{}]|\{[^{}]*\})*)\}"
+_MATH = re.compile(r"\$\$(.+?)\$\$|(?<![\\$])\$([^$\n]+?)\$", re.S)
+_CODE = re.compile(r"(```.*?```|`[^`\n]*`)", re.S)
+
+
+def tex_to_text(tex: str) -> str:
+    """Inline TeX as HTML text: symbols as Unicode, ^ and _ as <sup> and <sub>, \\frac{a}{b} as (a)/(b).
+
+    Not a typesetter: a fallback, so that a page with no MathJax reads ``k × k`` and
+    ``H·W·k<sup>2</sup>`` rather than ``k \\times k``.
+    """
+    text = html.escape(tex.strip(), quote=False)
+    for command in ("text", "mathrm", "operatorname", "mathbb", "mathbf", "tilde", "hat", "bar"):
+        text = re.sub(rf"\\{command}\s*{_TEX_GROUP}", r"\1", text)
+    text = re.sub(rf"\\t?frac\s*{_TEX_GROUP}\s*{_TEX_GROUP}", r"(\1)/(\2)", text)
+    text = re.sub(rf"\\sqrt\s*{_TEX_GROUP}", r"√(\1)", text)
+    text = re.sub(r"\\([A-Za-z]+|[,;! {}])", lambda m: _TEX_SYMBOLS.get(m.group(1), m.group(1)), text)
+    text = re.sub(rf"\^{_TEX_GROUP}|\^(\S)", lambda m: f"<sup>{m.group(1) or m.group(2)}</sup>", text)
+    text = re.sub(rf"_{_TEX_GROUP}|_(\S)", lambda m: f"<sub>{m.group(1) or m.group(2)}</sub>", text)
+    return text.replace("{", "").replace("}", "").replace("\x00(", "{").replace("\x00)", "}")
+
+
+def _plain_math(markdown: str) -> str:
+    """Every $...$ and $$...$$ of a markdown cell (outside code) as ``tex_to_text`` HTML."""
+    def convert(match: re.Match) -> str:
+        display, inline = match.group(1), match.group(2)
+        if display is not None:
+            return f'<div class="dl-math" title="{html.escape(display.strip())}">{tex_to_text(display)}</div>'
+        return f'<span class="dl-math" title="{html.escape(inline.strip())}">{tex_to_text(inline)}</span>'
+
+    parts = _CODE.split(markdown)
+    return "".join(part if i % 2 else _MATH.sub(convert, part) for i, part in enumerate(parts))
+
+
 def _stored_picture(model_id: str, state: dict) -> str:
     """The PNGs and HTML tables an ipywidgets explorer held when the notebook was stored."""
     parts, seen, stack = [], set(), [model_id]
@@ -144,7 +193,7 @@ def _prepare(notebook: nbformat.NotebookNode) -> set[str]:
                 data["text/html"] = _stored_picture(data[WIDGET_VIEW].get("model_id", ""), state)
             del data[WIDGET_VIEW]
         if cell.cell_type == "markdown":
-            cell.source = re.sub(r"\]\((\d\d_[\w-]+)\.ipynb", r"](\1.html", cell.source)
+            cell.source = _plain_math(re.sub(r"\]\((\d\d_[\w-]+)\.ipynb", r"](\1.html", cell.source))
     notebook.metadata.pop("widgets", None)
     return modules
 
