@@ -203,7 +203,7 @@ def test_profile_counts_the_operators_each_implementation_must_call():
     names = {op.name: op for op in fused}
     assert "aten::im2col" not in names and "aten::col2im" not in names
     assert names["aten::_softmax"].calls == groups  # one softmax per group, none in the hand-written backward
-    assert names["_FusedSWDABackward"].calls == groups
+    assert names["dilate_lab::swda_fused_backward"].calls == groups
     # largest first, shares of one whole
     assert [op.self_ms for op in fused] == sorted((op.self_ms for op in fused), reverse=True)
     assert sum(op.share for op in fused) == pytest.approx(1.0)

@@ -2,7 +2,7 @@
 
 - ``registry``: ``register``, ``choose_impl``, ``explain_choice``, ``available_impls``.
 - ``reference``: ``"naive"`` (Python loops), ``"unfold"`` (the paper), ``"shift"``.
-- ``fused``: ``"fused"``, a custom autograd Function in plain PyTorch (any device).
+- ``fused``: ``"fused"``, a PyTorch operator with a hand-written backward, in plain PyTorch (any device).
 - ``cpp`` and ``cpp_build``: ``"cpp"``, the compiled CPU kernel in ``csrc/``.
 - ``flex``: ``"flex"``, FlexAttention on CUDA.
 - ``triton`` and ``triton_kernels``: ``"triton"``, one fused Triton kernel on CUDA (any
