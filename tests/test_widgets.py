@@ -327,3 +327,23 @@ def test_shifted_views_picture_redraws_only_the_query_and_matches_the_figure():
     explorer.controls["row"].value = 0
     assert_shows_figure(explorer)
     assert "[0, 4]" in explorer.figure.get_suptitle()
+
+
+def test_cached_explorer_answers_a_revisited_setting_with_the_same_picture():
+    calls = []
+
+    def draw(size):
+        calls.append(size)
+        return widgets.figures.plot_receptive_field(3, 1, 0, 0, size, size)
+
+    slider = widgets._slider(5, 3, 9, "map size", "dl-size")
+    explorer = widgets.Explorer("cached", {"size": slider}, draw, cache=2)
+    first_png, first_figure = explorer.image.value, explorer.figure
+    slider.value = 6
+    slider.value = 5  # back: from the cache, not drawn again
+    assert calls == [5, 6] and explorer.image.value == first_png and explorer.figure is first_figure
+    slider.value = 7
+    slider.value = 8  # the cache holds two settings: 5 is dropped
+    slider.value = 5
+    assert calls == [5, 6, 7, 8, 5]
+    assert_shows_figure(explorer)

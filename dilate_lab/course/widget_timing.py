@@ -7,7 +7,8 @@ Typical values hide the slow corners (an effective receptive field of eight laye
 of dilation 9 at kernel 7 once took 26 s), so every control is swept to its
 extremes: every option of a toggle, the minimum and maximum of a slider, both
 states of a checkbox, short and long schedules in a text box. Each value is set
-from the default setting and set back. Then the "worst corner": every control at
+from the default setting and set back (the way back may come from the explorer's
+cache of recent pictures, as it does for a learner). Then the "worst corner": every control at
 the value that was slowest on its own, all at once, and from there each control
 moved once more (so that, e.g., kernel 7 is timed with the longest schedules).
 
@@ -15,8 +16,8 @@ A change is timed from setting the control's value to the end of the redraw
 (figure and PNG): what a learner waits for, less the transfer to the page. Both
 wall-clock and CPU seconds of this process are kept: on a busy shared machine the
 CPU time is the better estimate of what a quiet one would take, and with
-``--rounds N`` each setting's best of N runs drops the moments another process
-held the CPU. The table gives per explorer the median change, the slowest
+``--rounds N`` (a new explorer each round, so that its picture cache starts
+empty) each setting's best of N runs drops the moments another process held the CPU. The table gives per explorer the median change, the slowest
 setting (by its best time over the rounds) and the single worst change seen,
 against the course's budget of 0.2 s. The browser-native explorers
 (``dilate_lab.course.explorers``) answer in the browser and are timed by the
@@ -113,11 +114,12 @@ def measure_explorers(names=EXPLORERS, rounds: int = 1) -> list[dict]:
     """One row per explorer: build time, median and slowest change (wall and CPU seconds), the slowest setting."""
     rows = []
     for name in names:
-        start = time.perf_counter()
-        explorer = getattr(explorers, name)()
-        build = time.perf_counter() - start
         changes: list[tuple[float, float, str, str | None]] = []
-        for _ in range(rounds):
+        for round_ in range(rounds):  # a new explorer each round: its picture cache starts empty
+            start = time.perf_counter()
+            explorer = getattr(explorers, name)()
+            if round_ == 0:
+                build = time.perf_counter() - start
             corner = _sweep(explorer, changes)
             _worst_corner(explorer, changes, corner)
         best: dict[str, tuple[float, float]] = {}  # per setting, its fastest (wall, CPU) over the rounds

@@ -27,6 +27,7 @@ import contextlib
 import html
 import io
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -77,8 +78,9 @@ def _png(figure: Figure) -> bytes:
 class Explorer(widgets.VBox):
     """Controls, a message line and a picture that ``draw(**values)`` redraws on every change.
 
-    ``draw`` returns a ``Figure`` (shown as a PNG) or, for table-like views, an
-    HTML string. A ValueError from ``draw`` is shown as its message, with the
+    ``draw`` returns a ``Figure`` (shown as a PNG), a ``RenderedFigure`` or, for
+    table-like views, an HTML string. ``cache`` > 0 keeps the PNGs of that many
+    recent settings, so that a slider dragged back and forth answers at once. A ValueError from ``draw`` is shown as its message, with the
     class ``dl-error``; the picture is hidden until a valid setting returns.
     ``convert`` (optional) turns the raw control values into ``draw``'s
     arguments, e.g. parsing a dilation text box; ``sync`` (optional) adjusts
@@ -94,10 +96,13 @@ class Explorer(widgets.VBox):
         convert: Callable[[dict], dict] | None = None,
         sync: Callable[[Explorer, str], None] | None = None,
         note: str = "",
+        cache: int = 0,
     ):
         super().__init__()
         self.name = name
         self.controls = controls
+        self._cache_size = cache
+        self._pictures: OrderedDict[tuple, RenderedFigure] = OrderedDict()  # the last ``cache`` settings drawn
         self._draw = draw
         self._convert = convert
         self._sync = sync
@@ -157,8 +162,17 @@ class Explorer(widgets.VBox):
         start = time.perf_counter()
         try:
             values = self.values()
-            arguments = self._convert(values) if self._convert else values
-            result = self._draw(**arguments)
+            key = tuple(values.items())
+            result = self._pictures.get(key)
+            if result is None:
+                arguments = self._convert(values) if self._convert else values
+                result = self._draw(**arguments)
+                if self._cache_size and self.render_png and isinstance(result, Figure):
+                    result = self._pictures[key] = RenderedFigure(result, _png(result))
+                    if len(self._pictures) > self._cache_size:
+                        self._pictures.popitem(last=False)
+            else:
+                self._pictures.move_to_end(key)
         except ValueError as error:
             self.error = str(error)
             self.message.value = f"<b>Not possible:</b> {html.escape(self.error)}"
@@ -329,7 +343,7 @@ def attention_viewer(model=None, image_size: int = 112, row: int = 1, col: int =
         )
 
     explorer = Explorer(
-        "attention-viewer", controls, draw,
+        "attention-viewer", controls, draw, cache=256,
         note=(
             f"One cell = {attention.stride}x{attention.stride} pixels of the photograph (the stem's stride). "
             "One colour scale for every head (0 to 1); hatched cells are zero padding."
@@ -362,7 +376,7 @@ def erf_explorer(left: str = "1, 1, 1", right: str = "1, 2, 3", kernel_size: int
         # "auto": the gradient where it is quick, exact window-chain counts (same reach) where it is not
         return figures.plot_effective_receptive_field(schedules, kernel_size, measure="auto")
 
-    return Explorer("erf", controls, draw)
+    return Explorer("erf", controls, draw, cache=64)
 
 
 # ---------------------------------------------------------------------------
