@@ -24,6 +24,15 @@ from .msda import MultiDilateAttention
 __all__ = ["DilateBlock", "GlobalBlock"]
 
 
+def _residual(branch: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``x + branch``, added into ``branch`` (a fresh output) where the dtypes agree.
+
+    Under autocast the branch may be bfloat16 and x float32; then the sum is a new
+    float32 tensor, as ``x + branch`` gives, so the residual stream keeps its precision.
+    """
+    return branch.add_(x) if branch.dtype == x.dtype else x + branch
+
+
 class _Block(nn.Module):
     """Position embedding, pre-norm attention and pre-norm MLP, each added residually."""
 
@@ -47,10 +56,14 @@ class _Block(nn.Module):
         # that layout, and the permutes around the channels-last attention and MLP are
         # views, not copies. A no-op when x already is (the blocks of a stage pass it on).
         x = x.contiguous(memory_format=torch.channels_last)  # B, C, H, W (stored B, H, W, C)
-        x = x + self.pos_embed(x)  # B, C, H, W (stored B, H, W, C)
+        # Each residual sum is added into the branch's fresh output (add_), not into a
+        # new tensor: no large allocation, and autograd saved none of those outputs
+        # (a convolution, a Linear, dropout or drop path keep their inputs or masks;
+        # drop path without dropping returns the branch output itself, as fresh).
+        x = _residual(self.pos_embed(x), x)  # B, C, H, W (stored B, H, W, C)
         x = x.permute(0, 2, 3, 1)  # B, H, W, C (contiguous, a view)
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        x = _residual(self.drop_path(self.attn(self.norm1(x))), x)  # B, H, W, C
+        x = _residual(self.drop_path(self.mlp(self.norm2(x))), x)  # B, H, W, C
         return x.permute(0, 3, 1, 2)  # B, C, H, W (stored B, H, W, C, a view)
 
 

@@ -358,10 +358,11 @@ class DilateFormer(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> pooled features (B, num_features)."""
         self.check_input(x)
-        x = self.patch_embed(x)  # B, embed_dim, H/4, W/4
-        # channels_last memory format from here on: the blocks' permutes to (B, H, W, C)
-        # are views, and the convolutions (position embeddings, downsampling) read it as is
-        x = x.contiguous(memory_format=torch.channels_last)  # B, embed_dim, H/4, W/4
+        # channels_last memory format from the image on: oneDNN's convolutions (the stem,
+        # the position embeddings, the downsampling) run in it without reordering, and
+        # the blocks' permutes to (B, H, W, C) are views
+        x = x.contiguous(memory_format=torch.channels_last)  # B, in_chans, H, W
+        x = self.patch_embed(x)  # B, embed_dim, H/4, W/4 (stored channels-last)
         for stage in self.stages:
             x = stage(x)  # B, C', H', W' (stored B, H', W', C')
         x = x.flatten(2).transpose(1, 2)  # B, H'*W', C' (a view of the channels-last map)

@@ -154,7 +154,7 @@ class MultiDilateAttention(nn.Module):
         return chosen.per_head_dilation
 
     def _attend_in_one_call(self, qkv: torch.Tensor) -> torch.Tensor:
-        """Every group in one ``swda`` call, reading q, k, v where the Linear put them."""
+        """Every group in one ``swda`` call, reading q, k, v where the convolution put them."""
         B, H, W, _ = qkv.shape
         qkv = qkv.unflatten(3, (3, self.num_heads, self.head_dim))  # B, H, W, 3, heads, d (a view)
         q, k, v = qkv.permute(3, 0, 4, 1, 2, 5).unbind(0)  # each B, heads, H, W, d (views)
@@ -168,10 +168,12 @@ class MultiDilateAttention(nn.Module):
         """One ``swda`` call per dilation group, on q, k, v that the kernel reads as they are.
 
         A kernel that reads raw memory (``"cpp"``) wants each of q, k, v contiguous;
-        the Linear's channels-last output is not. One permuting copy of qkv lays every
-        group's q, k and v out contiguously, instead of the three copies per group the
-        kernel would make; the groups' outputs then meet in one concatenation, which is
-        also the permute back to channels-last.
+        the convolution's channels-last output is not. One permuting copy of qkv lays
+        every group's q, k and v out contiguously (the kernel's own ``.contiguous()``
+        calls are then free); the groups' outputs meet in one concatenation, which is
+        also the permute back to channels-last. One ``swda`` call with per-head
+        dilations would, for such a kernel, copy the same q, k, v slices, concatenate
+        the outputs per head, and permute them once more.
         """
         B, H, W, _ = qkv.shape
         groups, heads = self.num_dilation, self.num_heads // self.num_dilation
