@@ -20,6 +20,7 @@ medians are printed. Two things are timed:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -110,6 +111,55 @@ def measure_calls(rounds: int) -> None:
         )
 
 
+def _load_so(path: str):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(Path(path).name.split(".")[0], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def measure_steps(rounds: int, kernels: list[str], steps: int = 10) -> None:
+    """Training steps of the digits model (batch 32), per kernel build and for "fused".
+
+    The same work as the digits training, in one process and a fraction of its time:
+    each kernel (a .so path), and the pure-PyTorch path ("fused"), quiet and busy.
+    """
+    from dilate_lab.course.loop import load_task
+    from dilate_lab.course.small_models import build_model
+    from dilate_lab.ops import cpp_build
+
+    train, _ = load_task("digits", seed=0)
+    images, labels = train.images[:32], train.labels[:32]
+    arms = {path: _load_so(path) for path in kernels}
+    arms["fused"] = None
+    results = {}
+    for _ in range(rounds):
+        for label, module in arms.items():
+            cpp_build._state.update(module=module, error=None if module else "off for the bench")
+            torch.manual_seed(0)
+            model = build_model("digits", "1,2,3")
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            torch.nn.functional.cross_entropy(model(images), labels).backward()  # warm-up, untimed
+            for on in (False, True):
+                with busy(on):
+                    start = time.perf_counter()
+                    for _ in range(steps):
+                        loss = torch.nn.functional.cross_entropy(model(images), labels)
+                        optimizer.zero_grad()
+                        loss.backward()
+                        optimizer.step()
+                    results.setdefault((label, on), []).append(time.perf_counter() - start)
+                print(f"  {os.path.basename(label)} {'busy ' if on else 'quiet'} "
+                      f"{results[label, on][-1]:.2f} s", flush=True)
+    for label in arms:
+        quiet, loaded = (statistics.median(results[label, on]) for on in (False, True))
+        print(f"{steps} digits training steps, {os.path.basename(label)}: quiet {quiet:.2f} s, "
+              f"busy {loaded:.2f} s ({loaded / quiet:.1f}x)", flush=True)
+
+
 def measure_training(rounds: int, kernel: str) -> None:
     import os
     import tempfile
@@ -134,8 +184,13 @@ def main(argv=None) -> int:
     parser.add_argument("--kernel", default="", help="a built kernel (.so) to time instead of the package's")
     parser.add_argument("--calls-only", action="store_true")
     parser.add_argument("--training-only", action="store_true")
+    parser.add_argument("--steps", nargs="*", metavar="KERNEL",
+                        help="only time training steps in one process, with these kernel builds (.so) and fused")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.steps is not None:
+        measure_steps(args.rounds, args.steps)
+        return 0
     use_kernel(args.kernel)
     from dilate_lab.ops.cpp_build import load_kernel
 
