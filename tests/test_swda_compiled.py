@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from compiled import compiled_or_skip
+from conftest import make_qkv, out_and_grads
 from dilate_lab import swda
 from dilate_lab.ops.cpp_build import MAX_KERNEL_SIZE
 from reference import dense_swda
@@ -24,18 +25,6 @@ def _needs_kernel():
     compiled_or_skip()
 
 
-def make_qkv(shape, dtype=torch.float64, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(shape, generator=gen, dtype=dtype) for _ in range(3)]
-
-
-def outputs_and_grads(fn, q, k, v, weight):
-    q, k, v = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
-    out = fn(q, k, v)
-    grads = torch.autograd.grad((out * weight).sum(), (q, k, v))
-    return [out.detach(), *grads]
-
-
 @pytest.mark.parametrize("padding", ["zeros", "mask"])
 @pytest.mark.parametrize("head_dim", [8, 16, 24, 32, 48, 64, 3, 40])
 @pytest.mark.parametrize("kernel_size", [3, 5])
@@ -44,10 +33,10 @@ def test_every_head_size_path_matches_reference(kernel_size, head_dim, padding):
     for dilation, (H, W) in [(1, (6, 9)), (2, (9, 7)), (3, (11, 12))]:
         q, k, v = make_qkv((2, 3, H, W, head_dim), seed=head_dim + dilation)
         weight = torch.randn(q.shape, generator=torch.Generator().manual_seed(5), dtype=q.dtype)
-        expected = outputs_and_grads(
+        expected = out_and_grads(
             lambda a, b, c: dense_swda(a, b, c, kernel_size, dilation, padding), q, k, v, weight
         )
-        got = outputs_and_grads(
+        got = out_and_grads(
             lambda a, b, c: swda(a, b, c, kernel_size, dilation, padding=padding, impl="cpp"),
             q, k, v, weight,
         )
@@ -64,11 +53,11 @@ def test_float32_on_a_stage_sized_map(padding):
     q, k, v = make_qkv((2, 2, 28, 28, 24), dtype=torch.float32, seed=3)
     weight = torch.randn(q.shape, generator=torch.Generator().manual_seed(4))
     for dilation in (1, 2, 3):
-        expected = outputs_and_grads(
+        expected = out_and_grads(
             lambda a, b, c: dense_swda(a.double(), b.double(), c.double(), 3, dilation, padding),
             q, k, v, weight.double(),
         )
-        got = outputs_and_grads(
+        got = out_and_grads(
             lambda a, b, c: swda(a, b, c, 3, dilation, padding=padding, impl="cpp"), q, k, v, weight
         )
         for e, g in zip(expected, got):

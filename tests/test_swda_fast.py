@@ -12,6 +12,7 @@ import warnings
 import pytest
 import torch
 
+from conftest import make_qkv, out_and_grads
 from dilate_lab import SWDA_IMPLS, available_impls, swda
 from dilate_lab.ops.fused import swda_fused
 from dilate_lab.ops.flex import flex_swda_forward, window_mask_mod, zero_padding_from_lse
@@ -20,19 +21,6 @@ from reference import dense_swda, window_allowed
 MAPS = [(7, 7), (5, 9), (1, 1), (2, 5)]  # square, non-square, smaller than every window
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
-
-
-def make_qkv(shape, dtype=torch.float64, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(shape, generator=gen, dtype=dtype) for _ in range(3)]
-
-
-def out_and_grads(fn, q, k, v, weight):
-    """fn's output and the gradients of sum(out * weight) with respect to q, k, v."""
-    q, k, v = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
-    out = fn(q, k, v)
-    grads = torch.autograd.grad((out * weight).sum(), (q, k, v))
-    return (out.detach(), *grads)
 
 
 def assert_all_close(got, expected, label, **tol):

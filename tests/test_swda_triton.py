@@ -22,6 +22,7 @@ import torch
 
 pytest.importorskip("triton")
 
+from conftest import make_qkv as shared_make_qkv, out_and_grads  # noqa: E402
 from dilate_lab import swda  # noqa: E402
 from dilate_lab.ops.registry import get_impl  # noqa: E402
 from dilate_lab.ops.triton import swda_triton  # noqa: E402
@@ -62,16 +63,8 @@ def test_in_the_interpreter():
 
 
 def make_qkv(shape, dtype=torch.float32, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(shape, generator=gen, dtype=dtype).to(DEVICE) for _ in range(3)]
-
-
-def out_and_grads(fn, q, k, v, weight):
-    """fn(q, k, v) and the gradients of sum(out * weight) w.r.t. q, k, v."""
-    q, k, v = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
-    out = fn(q, k, v)
-    grads = torch.autograd.grad((out * weight).sum(), (q, k, v))
-    return (out.detach(), *grads)
+    """conftest's seeded q, k, v, in float32 and on the device the kernel runs on."""
+    return shared_make_qkv(shape, dtype=dtype, seed=seed, device=DEVICE)
 
 
 def assert_all_close(got, expected, what, tol):
