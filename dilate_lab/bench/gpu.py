@@ -34,6 +34,7 @@ import sys
 
 import torch
 
+from .benchmark import _fmt
 from .cases import GPU_LAYOUTS, QUICK_GPU_LAYOUTS, Layout, _HeadsCase, _impls_for
 from .measure import (
     _progress,
@@ -216,10 +217,6 @@ def check_gpu_targets(rows: list[dict], targets=GPU_TARGETS) -> list[dict]:
                 }
             )
     return results
-
-
-def _fmt(value, digits=2, suffix=""):
-    return "-" if value is None else f"{value:.{digits}f}{suffix}"
 
 
 def format_gpu_table(rows: list[dict]) -> str:
