@@ -4,9 +4,11 @@ The geometry the explorers draw is computed in the browser by
 ``dilate_lab/course/explorers/geometry.js``. These tests run its functions with
 node over grids of settings and compare every number with the Python functions
 the rest of the test suite checks: ``dilated_window``, ``padding_counts``,
-``window_span``, NATTEN's ``shifted_window``, MSDA's ``head_groups``,
+``window_span``, NATTEN's ``shifted_window``, MSDA's ``head_groups``, the coverage
+maps of ``window_coverage`` (and their sums over the map),
 ``unfold_integer_map`` (a real ``F.unfold``), ``dilateformer_stage_shapes`` (a real
-model) and ``trace_msda_shapes`` (a real forward pass). Skipped where node is missing.
+model), ``trace_msda_shapes`` (a real forward pass) and the schedule parser
+``parse_dilations``. Skipped where node is missing.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from dilate_lab.course._controls import parse_dilations
 from dilate_lab.course.explorers import (
     EXPLORER_MODULES,
     BorderExplorer,
+    CoverageExplorer,
     MultiScaleExplorer,
     ReceptiveFieldExplorer,
     ShapeTracerExplorer,
@@ -30,7 +34,7 @@ from dilate_lab.course.explorers import (
 )
 from dilate_lab.course.figures.borders import shifted_window
 from dilate_lab.course.figures.unfold import unfold_integer_map
-from dilate_lab.course.figures.windows import head_groups
+from dilate_lab.course.figures.windows import head_groups, window_coverage
 from dilate_lab.geometry import dilated_window, padding_counts, window_span
 
 NODE = shutil.which("node")
@@ -92,6 +96,38 @@ def test_padding_counts_equal_python():
     got = run_js([("paddingCounts", [h, w, k, r]) for k, r, h, w in settings])
     for counts, (k, r, h, w) in zip(got, settings, strict=True):
         assert counts == padding_counts(h, w, k, r).tolist(), (k, r, h, w)
+
+
+@needs_node
+def test_window_coverage_and_its_sums_equal_python():
+    cases = [(h, w, k, dil) for h, w in ((1, 1), (3, 5), (8, 8), (11, 6)) for k in (1, 3, 5, 9)
+             for dil in ([1], [1, 2, 3], [8, 8, 8, 8], [4, 2])]
+    got = run_js([("windowCoverage", list(case)) for case in cases])
+    for result, (h, w, k, dil) in zip(got, cases, strict=True):
+        on_map = window_coverage(h, w, k, dil)  # dilations, H, W
+        kk = k * k
+        assert [panel["dilation"] for panel in result] == dil
+        for panel, grid, r in zip(result, on_map, dil, strict=True):
+            assert panel["onMap"] == grid.tolist(), (h, w, k, r)
+            padded = padding_counts(h, w, k, r)  # the package's count of padded keys, query by query
+            assert panel["paddedKeys"] == int(padded.sum()) == h * w * kk - int(grid.sum())
+            assert panel["fullQueries"] == int((padded == 0).sum())
+            assert panel["keys"] == h * w * kk
+            assert panel["meanShare"] == pytest.approx(float(grid.mean()) / kk, abs=1e-12)
+
+
+@needs_node
+def test_typed_schedules_follow_parse_dilations_and_its_messages():
+    texts = ["1, 2, 3", " 2;4 ", "1,", "8, 8, 8, 8", "+3", "01, 2", "", " , ", "two", "1, two", "1.5", "1 2",
+             "0", "9", "-1", "1, 0, 2", "1, 2, 3, 4, 5", "it's", "1,1,1,1,1,1,1,1,1"]
+    calls = [("parseDilations", [text, "dilations", count]) for text in texts for count in (4, 8)]
+    for result, (_, (text, name, count)) in zip(run_js(calls), calls, strict=True):
+        try:
+            want = parse_dilations(text, name, max_count=count)
+        except ValueError as error:
+            assert (result["values"], result["error"]) == (None, str(error)), text
+        else:
+            assert (tuple(result["values"]), result["error"]) == (want, None), text
 
 
 @needs_node
@@ -209,7 +245,9 @@ def test_setting_a_trait_from_python_changes_the_state_the_picture_reads():
     "cls, name, bad",
     [(ReceptiveFieldExplorer, "kernel_size", 4), (ReceptiveFieldExplorer, "dilation", 0),
      (ReceptiveFieldExplorer, "size", 33), (BorderExplorer, "dilation", 9), (UnfoldExplorer, "height", 7),
-     (ShapeTracerExplorer, "batch", 0), (MultiScaleExplorer, "num_heads", True)],
+     (ShapeTracerExplorer, "batch", 0), (MultiScaleExplorer, "num_heads", True),
+     (CoverageExplorer, "kernel_size", 2), (CoverageExplorer, "size", 25), (CoverageExplorer, "dilations", [1, 2, 3, 4, 5]),
+     (CoverageExplorer, "dilations", [0]), (CoverageExplorer, "dilations", [])],
 )
 def test_a_value_out_of_range_is_refused_naming_the_setting(cls, name, bad):
     explorer = cls()
@@ -234,6 +272,16 @@ def test_the_query_is_clamped_onto_the_map_when_the_map_shrinks():
     assert explorer.row == 0
     unfold = UnfoldExplorer(height=6, width=3, row=9, col=9)
     assert (unfold.row, unfold.col) == (5, 2)
+
+
+def test_coverage_explorer_state_is_read_and_set_from_python():
+    explorer = CoverageExplorer(size=6, kernel_size=5, dilations=[1, 3], row=5, col=9)
+    assert explorer.state() == {"col": 5, "dilations": [1, 3], "kernel_size": 5, "row": 5, "size": 6}
+    explorer.dilations = [2, 2, 2, 2]
+    explorer.size = 4  # the query follows onto the smaller map
+    assert explorer.get_state()["dilations"] == [2, 2, 2, 2] and (explorer.row, explorer.col) == (3, 3)
+    data, _ = explorer._repr_mimebundle_()
+    assert 'data-explorer="coverage"' in data["text/html"]
 
 
 @pytest.mark.parametrize("cls", [MultiScaleExplorer, ShapeTracerExplorer])

@@ -2,12 +2,19 @@
 
 A drag on the map answers in the same frame, computed in the browser by the ES
 module shipped beside this file; the kernel keeps the settings as traitlets. The
-explorers that need tensors (attention weights, gradients) stay in
+explorers that need tensors (attention weights, gradients, shifted views, block masks) stay in
 ``dilate_lab.course.widgets``.
 """
 
 from ._base import EXPLORER_MODULES, GeometryExplorer, esm_source
-from .explorers import BorderExplorer, MultiScaleExplorer, ReceptiveFieldExplorer, ShapeTracerExplorer, UnfoldExplorer
+from .explorers import (
+    BorderExplorer,
+    CoverageExplorer,
+    MultiScaleExplorer,
+    ReceptiveFieldExplorer,
+    ShapeTracerExplorer,
+    UnfoldExplorer,
+)
 
 __all__ = [
     "EXPLORER_MODULES",
@@ -18,4 +25,5 @@ __all__ = [
     "BorderExplorer",
     "UnfoldExplorer",
     "ShapeTracerExplorer",
+    "CoverageExplorer",
 ]

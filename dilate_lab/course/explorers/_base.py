@@ -37,7 +37,7 @@ import traitlets
 
 __all__ = ["GeometryExplorer", "esm_source", "EXPLORER_MODULES"]
 
-EXPLORER_MODULES = ("receptive_field", "multi_scale", "border", "unfold", "shape_tracer")
+EXPLORER_MODULES = ("receptive_field", "multi_scale", "border", "unfold", "shape_tracer", "coverage")
 """The explorers' own ES modules (file stems in this folder)."""
 
 _SHARED = ("geometry.js", "draw.js")

@@ -73,13 +73,26 @@ export function checkbox(parent, model, name, label) {
   return () => { input.checked = Boolean(model.get(name)); };
 }
 
+// Call ``commit`` when the text in ``input`` is done: on change (focus leaves the box) and on
+// Enter, which JupyterLab's notebook keeps from firing a change event.
+export function onCommit(input, commit) {
+  input.addEventListener("change", commit);
+  input.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter") return;
+    event.preventDefault();
+    event.stopPropagation();
+    commit();
+  });
+}
+
 // A text box for a list of ints ("1, 2, 3") bound to the list trait ``name``.
 export function intList(parent, model, name, label, clean) {
   const wrap = document.createElement("label");
   wrap.className = `dl-${name.replace(/_/g, "-")}`;
+  wrap.dataset.lmSuppressShortcuts = "true";  // keys typed here are text, not JupyterLab's shortcuts
   wrap.innerHTML = `${escapeHtml(label)} <input type="text" size="12">`;
   const input = wrap.querySelector("input");
-  input.addEventListener("change", () => {
+  onCommit(input, () => {
     const values = clean(input.value);
     if (values) {
       model.set(name, values);

@@ -22,16 +22,21 @@ __all__ = [
     "BorderExplorer",
     "UnfoldExplorer",
     "ShapeTracerExplorer",
+    "CoverageExplorer",
 ]
 
 _MAP = {"kernel_size": (1, 9, True), "dilation": (1, 8, False), "size": (3, 32, False)}
 
 
-def _check_dilation_list(name: str, value) -> list[int]:
-    """1 to 8 dilations, each an int in [1, 8] (what the pictures can draw)."""
+def _check_dilation_list(name: str, value, max_count: int = 8) -> list[int]:
+    """1 to ``max_count`` dilations, each an int in [1, 8] (what the pictures can draw)."""
     values = list(value) if isinstance(value, (list, tuple)) else None
-    if not values or len(values) > 8 or any(isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= 8 for r in values):
-        raise ValueError(f"{name} must be a list of 1 to 8 ints, each in [1, 8] here, e.g. [1, 2, 3]; got {value!r}")
+    if not values or len(values) > max_count or any(
+        isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= 8 for r in values
+    ):
+        raise ValueError(
+            f"{name} must be a list of 1 to {max_count} ints, each in [1, 8] here, e.g. [1, 2, 3]; got {value!r}"
+        )
     return values
 
 
@@ -149,3 +154,29 @@ class ShapeTracerExplorer(GeometryExplorer):
         except ValueError as message:
             return str(message)
         return None
+
+
+class CoverageExplorer(GeometryExplorer):
+    """How much of each query's window lies on the map under zero padding, one map per dilation.
+
+    Every cell of a map is a query, shaded by how many of its k*k keys are zero
+    padding and labelled with how many lie on the map (``figures.window_coverage``);
+    click or drag a query to see its window on every map, and the caption's counts:
+    its keys on the map and in the padding, and over the whole map the padded keys
+    and the queries that see their whole window. With all logits equal and all
+    values 1, zero-padded SWDA outputs exactly the share on the map. A schedule
+    typed in the widget that the rules refuse (more than 4 dilations, a 0, a word)
+    shows ``parse_dilations``'s message there and leaves ``dilations`` as it was.
+    """
+
+    _module = "coverage"
+    _limits = {"kernel_size": (1, 9, True), "size": (3, 24, False)}
+    kernel_size = Int(3).tag(sync=True)
+    size = Int(8).tag(sync=True)
+    dilations = List(Int(), default_value=[1, 2, 3]).tag(sync=True)
+    row = Int(0).tag(sync=True)
+    col = Int(0).tag(sync=True)
+
+    @traitlets.validate("dilations")
+    def _check_dilations(self, proposal):
+        return _check_dilation_list("dilations", proposal["value"], max_count=4)

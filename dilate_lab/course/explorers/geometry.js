@@ -2,8 +2,9 @@
 //
 // The same rules as dilate_lab/geometry.py (dilated_window, padding_counts,
 // window_span), dilate_lab/course/figures/borders.py (shifted_window),
-// figures/windows.py (head_groups), figures/unfold.py (unfold_integer_map) and
-// figures/architecture.py (dilateformer_stage_shapes), written again in
+// figures/windows.py (head_groups, window_coverage), figures/unfold.py
+// (unfold_integer_map), figures/architecture.py (dilateformer_stage_shapes) and
+// course/_controls.py (parse_dilations), written again in
 // JavaScript so that an explorer answers a drag in the same frame, with no
 // kernel. tests/test_explorers.py runs these functions with node over a grid of
 // settings and compares every number with the Python functions.
@@ -53,6 +54,55 @@ export function paddingCounts(height, width, kernelSize, dilation) {
     counts.push(row);
   }
   return counts;
+}
+
+// For each dilation, how many of every query's k*k window positions lie on the map (zero
+// padding fills the rest), and what that comes to over the whole map: the padded keys, the
+// queries whose whole window is on the map, the mean share of softmax mass on real keys when
+// all logits are equal. The grids are figures/windows.py's window_coverage.
+export function windowCoverage(height, width, kernelSize, dilations) {
+  const kk = kernelSize * kernelSize;
+  return dilations.map((dilation) => {
+    const onMap = paddingCounts(height, width, kernelSize, dilation).map((line) => line.map((n) => kk - n));
+    let paddedKeys = 0, fullQueries = 0;
+    for (const line of onMap) {
+      for (const n of line) {
+        paddedKeys += kk - n;
+        if (n === kk) fullQueries++;
+      }
+    }
+    const keys = height * width * kk;
+    return { dilation, onMap, paddedKeys, fullQueries, keys, meanShare: (keys - paddedKeys) / keys };
+  });
+}
+
+// Python's repr() of a short string, for messages that quote what a learner typed.
+function pyRepr(text) {
+  const quote = text.includes("'") && !text.includes('"') ? '"' : "'";
+  const body = text.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/\t/g, "\\t")
+    .replace(new RegExp(quote, "g"), `\\${quote}`);
+  return quote + body + quote;
+}
+
+// A typed dilation schedule, '1, 2, 3' -> {values: [1, 2, 3]} or {error}: the rules and the
+// messages of dilate_lab.course._controls.parse_dilations (commas or semicolons between ints).
+export function parseDilations(text, name = "dilations", maxCount = 8, maxDilation = 8) {
+  const parts = String(text).replace(/;/g, ",").split(",").map((p) => p.trim()).filter((p) => p !== "");
+  if (parts.some((p) => !/^[+-]?\d+(_\d+)*$/.test(p))) {
+    return { values: null, error: `${name} must be ints separated by commas, e.g. 1, 2, 3; got ${pyRepr(String(text))}` };
+  }
+  const values = parts.map((p) => Number(p.replace(/_/g, "")));
+  if (!values.length) {
+    return { values: null, error: `${name} must name at least one dilation, e.g. 1, 2, 3; got ${pyRepr(String(text))}` };
+  }
+  if (values.length > maxCount) {
+    return { values: null, error: `${name}: at most ${maxCount} entries here, got ${values.length}` };
+  }
+  if (values.some((r) => r < 1 || r > maxDilation)) {
+    const tuple = values.length === 1 ? `(${values[0]},)` : `(${values.join(", ")})`;
+    return { values: null, error: `${name}: every dilation must be an int in [1, ${maxDilation}] here; got ${tuple}` };
+  }
+  return { values, error: null };
 }
 
 function shiftedStart(index, length, kernelSize, dilation) {
