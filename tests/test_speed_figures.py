@@ -1,4 +1,4 @@
-"""Lesson 06's figures, checked on what they draw against independent computations."""
+"""Lessons 06 and 06b's figures, checked on what they draw against independent computations."""
 
 import numpy as np
 import pytest
@@ -254,3 +254,60 @@ def test_time_breakdown_rejects_empty_profiles():
         plot_time_breakdown({"fused": []})
     with pytest.raises(ValueError, match="top"):
         plot_time_breakdown({"fused": [OpTime("x", 1, 1.0, 1.0)]}, top=0)
+
+
+# --------------------------------------------------------------------------- launch timeline (lesson 06, §1)
+def test_launch_timeline_of_a_few_long_kernels_by_hand():
+    from dilate_lab.course.figures.timeline import launch_timeline
+
+    timeline = launch_timeline((60, 60, 60), launch_us=5)
+    # launches back to back on the CPU; the GPU starts after the first launch, then runs without a gap
+    assert timeline.launches == ((0, 5), (5, 10), (10, 15))
+    assert timeline.kernels == ((5, 65), (65, 125), (125, 185))
+    assert (timeline.returned, timeline.finished) == (15, 185)
+    assert timeline.gpu_busy == pytest.approx(180 / 185)
+
+
+@pytest.mark.parametrize("kernels, launch", [((2.0,) * 30, 5.0), ((1, 50, 1, 1, 30), 4.0), ((7,), 0.5)])
+def test_launch_timeline_runs_each_kernel_after_its_launch_and_the_one_before(kernels, launch):
+    from dilate_lab.course.figures.timeline import launch_timeline
+
+    timeline = launch_timeline(kernels, launch)
+    assert len(timeline.kernels) == len(kernels)
+    previous_end = 0.0
+    for (launch_start, launch_end), (start, end), duration in zip(timeline.launches, timeline.kernels, kernels):
+        assert launch_end - launch_start == pytest.approx(launch)
+        assert end - start == pytest.approx(duration)
+        assert start == pytest.approx(max(launch_end, previous_end))  # not before, and never idle when it could run
+        previous_end = end
+    assert timeline.returned == pytest.approx(len(kernels) * launch)  # the call returns after its launches
+    assert timeline.finished == pytest.approx(previous_end) and timeline.finished > timeline.returned
+    assert timeline.gpu_busy == pytest.approx(sum(kernels) / timeline.finished)
+
+
+def test_launch_timeline_figure_draws_the_lanes_and_the_two_timer_lines():
+    from dilate_lab.course.figures.timeline import DEFAULT_TIMELINE_CASES, launch_timeline, plot_launch_timeline
+
+    fig = plot_launch_timeline(launch_us=5)
+    assert len(fig.axes) == len(DEFAULT_TIMELINE_CASES)
+    for i, kernels in enumerate(DEFAULT_TIMELINE_CASES.values()):
+        timeline = launch_timeline(kernels, 5)
+        for gid, spans in ((f"launches-{i}", timeline.launches), (f"kernels-{i}", timeline.kernels)):
+            drawn = sorted((p.vertices[:, 0].min(), p.vertices[:, 0].max()) for p in one(fig, gid).get_paths())
+            np.testing.assert_allclose(drawn, sorted(spans))
+        assert one(fig, f"returned-{i}").get_xdata()[0] == timeline.returned
+        assert one(fig, f"finished-{i}").get_xdata()[0] == timeline.finished
+    assert "plot_launch_timeline(launch_us=5)" in [t.get_text() for t in fig.texts]
+
+
+def test_launch_timeline_rejects_bad_arguments():
+    from dilate_lab.course.figures.timeline import launch_timeline, plot_launch_timeline
+
+    for bad in ((), (1, 0), (1, -2), "ab", None):
+        with pytest.raises(ValueError, match="kernel_us"):
+            launch_timeline(bad)
+    for bad in (0, -1, True, "5"):
+        with pytest.raises(ValueError, match="launch_us"):
+            launch_timeline((1, 2), launch_us=bad)
+    with pytest.raises(ValueError, match="cases"):
+        plot_launch_timeline({})
