@@ -225,15 +225,16 @@ def check_window_shown(explorer, row: int, col: int, kernel_size: int, dilation:
     assert counts.locator('[data-count="span"]').inner_text() == str(want.span)
 
 
-def click_and_drag_receptive_field(page, explorer, kernel_size: int, dilation: int, size: int) -> dict:
-    """Click a cell, drag to another, time clicks: what a learner does with the explorer.
+def click_drag_and_time(page, explorer, panel: str, size: int, check) -> dict:
+    """Click a cell of the map ``panel``, drag to another, time clicks: what a learner does with an explorer.
 
-    Returns the timing of 20 clicks: input event -> redrawn DOM, and -> the next frame.
+    ``check(row, col)`` asserts that the explorer shows that query. Returns the timing of 20
+    clicks: input event -> redrawn DOM, and -> the next frame.
     """
-    panel = f'svg.dl-map[data-panel="r{dilation}"]'
+    panel = f'svg.dl-map[data-panel="{panel}"]'
     explorer.scroll_into_view_if_needed()
     explorer.locator(f'{panel} rect.dl-cell[data-row="0"][data-col="{size - 1}"]').click()
-    check_window_shown(explorer, 0, size - 1, kernel_size, dilation, size)
+    check(0, size - 1)
 
     start = explorer.locator(f'{panel} rect.dl-cell[data-row="1"][data-col="1"]').bounding_box()
     end = explorer.locator(f'{panel} rect.dl-cell[data-row="{size // 2}"][data-col="{size // 2 + 1}"]').bounding_box()
@@ -241,7 +242,7 @@ def click_and_drag_receptive_field(page, explorer, kernel_size: int, dilation: i
     page.mouse.down()
     page.mouse.move(end["x"] + end["width"] / 2, end["y"] + end["height"] / 2, steps=8)
     page.mouse.up()
-    check_window_shown(explorer, size // 2, size // 2 + 1, kernel_size, dilation, size)
+    check(size // 2, size // 2 + 1)
 
     cells = [((7 * i) % size, (5 * i + 3) % size) for i in range(20)]
     cells = [cell for i, cell in enumerate(cells) if i == 0 or cell != cells[i - 1]]
@@ -255,3 +256,46 @@ def click_and_drag_receptive_field(page, explorer, kernel_size: int, dilation: i
         "median_drawn_ms": drawn[len(drawn) // 2], "max_drawn_ms": drawn[-1],
         "median_frame_ms": frame[len(frame) // 2], "max_frame_ms": frame[-1],
     }
+
+
+def click_and_drag_receptive_field(page, explorer, kernel_size: int, dilation: int, size: int) -> dict:
+    """``click_drag_and_time`` on the receptive-field explorer's map."""
+    return click_drag_and_time(
+        page, explorer, f"r{dilation}", size,
+        lambda row, col: check_window_shown(explorer, row, col, kernel_size, dilation, size),
+    )
+
+
+# ---------------------------------------------------------------------------
+# the browser-native coverage explorer (lesson 02)
+# ---------------------------------------------------------------------------
+def check_coverage_shown(explorer, row: int, col: int, kernel_size: int, dilations, size: int) -> None:
+    """Every map shows the query's window (``dilated_window``), every query's keys on the map
+    (``window_coverage``), and the captions count what ``padding_counts`` counts."""
+    from dilate_lab.course.figures.windows import window_coverage
+    from dilate_lab.geometry import dilated_window, padding_counts
+
+    assert explorer.locator("svg.dl-map").count() == len(dilations)
+    assert explorer.locator('[data-query="row"]').inner_text() == str(row)
+    assert explorer.locator('[data-query="col"]').inner_text() == str(col)
+    on_map = window_coverage(size, size, kernel_size, dilations)  # dilations, H, W
+    kk = kernel_size * kernel_size
+    for index, dilation in enumerate(dilations):
+        want = dilated_window(row, col, kernel_size, dilation, size, size)
+        inside, padded, query = window_cells(explorer, f"g{index}")
+        assert query == (row, col)
+        assert inside == set(want.inside_positions)
+        assert padded == set(want.outside_positions)
+        shown = explorer.locator(f'svg.dl-map[data-panel="g{index}"] rect.dl-cell[data-on-map]').evaluate_all(
+            "rects => rects.map(r => [Number(r.dataset.row), Number(r.dataset.col), Number(r.dataset.onMap)])"
+        )
+        assert sorted(map(tuple, shown)) == [(r, c, int(on_map[index, r, c])) for r in range(size) for c in range(size)]
+        counts = explorer.locator(f'.dl-counts[data-group="{index}"]')
+        assert counts.get_attribute("data-dilation") == str(dilation)
+        text = {name: counts.locator(f'[data-count="{name}"]').inner_text()
+                for name in ("inside", "padded", "share", "full", "padded-keys")}
+        everywhere = padding_counts(size, size, kernel_size, dilation)
+        assert text == {
+            "inside": str(want.n_inside), "padded": str(want.n_outside), "share": f"{want.n_inside / kk:.3f}",
+            "full": str(int((everywhere == 0).sum())), "padded-keys": str(int(everywhere.sum())),
+        }, (index, dilation)

@@ -64,6 +64,20 @@ def test_pages_index_and_live_explorer(tmp_path):
     assert "DL_MODULES" not in pages[2].read_text(), "a page without explorers carries no module"
 
 
+def test_lesson_02_page_carries_its_live_coverage_explorer(tmp_path):
+    """Lesson 02 as stored: its coverage explorer is inlined live, not a stored picture of Python's."""
+    folder = tmp_path / "nb"
+    folder.mkdir()
+    lesson = ROOT / "notebooks" / "02_swda_loops.ipynb"
+    (folder / lesson.name).write_bytes(lesson.read_bytes())
+    page = build_site(tmp_path / "site", folder)[1].read_text()
+    assert 'class="dl-static-explorer" data-explorer="coverage"' in page
+    modules = re.search(r"const DL_MODULES = (\{.*?\});", page).group(1)
+    assert '"coverage": ' in modules and '"receptive_field": ' in modules
+    assert "needs Python" not in page, "lesson 02 shows no explorer that needs a kernel"
+    assert not _NETWORK.search(page), _NETWORK.search(page)
+
+
 def test_an_empty_notebooks_folder_is_refused(tmp_path):
     with pytest.raises(ValueError, match="notebooks_dir"):
         build_site(tmp_path / "site", tmp_path)
