@@ -150,10 +150,16 @@ def swda(
     if isinstance(dilation, int) or chosen.per_head_dilation:
         out = chosen.forward(q, k, v, kernel_size, dilation, padding, scale)
     else:  # one call per run of heads that share a dilation; each a view of the heads
+        runs = _head_runs(dilation)
+        sizes = [b - a for a, b, _ in runs]
+        # split, not q[:, a:b]: its backward is one concatenation, where each slice's
+        # would be a zero-filled tensor the size of q, summed
         out = torch.cat(
             [
-                chosen.forward(q[:, a:b], k[:, a:b], v[:, a:b], kernel_size, r, padding, scale)
-                for a, b, r in _head_runs(dilation)
+                chosen.forward(q_run, k_run, v_run, kernel_size, r, padding, scale)
+                for q_run, k_run, v_run, (_, _, r) in zip(
+                    q.split(sizes, dim=1), k.split(sizes, dim=1), v.split(sizes, dim=1), runs
+                )
             ],
             dim=1,
         )  # B, heads, H, W, d

@@ -179,12 +179,15 @@ class MultiDilateAttention(nn.Module):
         groups, heads = self.num_dilation, self.num_heads // self.num_dilation
         qkv = qkv.unflatten(3, (3, groups, heads, self.head_dim))  # B, H, W, 3, groups, heads, d (a view)
         qkv = qkv.permute(4, 3, 0, 5, 1, 2, 6).contiguous()  # groups, 3, B, heads, H, W, d
+        # unbind, not qkv[i, 0]: the backward of an index is a zero-filled tensor the size of
+        # all of qkv per index (nine of them, then summed, half of a training step's time in
+        # MSDA); the backward of unbind is one stack of the gradients.
         outputs = [
             swda(
-                qkv[i, 0], qkv[i, 1], qkv[i, 2], self.kernel_size, r,
+                q, k, v, self.kernel_size, r,
                 padding=self.padding, scale=self.scale, impl=self.impl,
             ).permute(0, 2, 3, 1, 4)  # B, H, W, heads, d (a view)
-            for i, r in enumerate(self.dilation)
+            for (q, k, v), r in zip((group.unbind(0) for group in qkv.unbind(0)), self.dilation)
         ]
         return torch.cat(outputs, dim=3).reshape(B, H, W, self.dim)  # B, H, W, C
 
@@ -198,10 +201,10 @@ class MultiDilateAttention(nn.Module):
         B, H, W, _ = qkv.shape
         groups, heads = self.num_dilation, self.num_heads // self.num_dilation
         qkv = qkv.unflatten(3, (3, groups, heads, self.head_dim))  # B, H, W, 3, groups, heads, d (a view)
-        qkv = qkv.permute(3, 4, 0, 5, 1, 2, 6)  # 3, groups, B, heads, H, W, d
+        qkv = qkv.permute(4, 3, 0, 5, 1, 2, 6)  # groups, 3, B, heads, H, W, d
         outputs = []
-        for i, r in enumerate(self.dilation):
-            q, k, v = qkv[0, i], qkv[1, i], qkv[2, i]  # each B, heads, H, W, d
+        for i, (group, r) in enumerate(zip(qkv.unbind(0), self.dilation)):
+            q, k, v = group.unbind(0)  # each B, heads, H, W, d (unbind: one stack in backward)
             record(f"group {i} q (dilation {r})", q)
             record(f"group {i} k (dilation {r})", k)
             record(f"group {i} v (dilation {r})", v)
