@@ -66,9 +66,7 @@ _COURSE_NAMES = {
         "ShapeRow", "block_attention", "normalize_imagenet", "trace_msda_shapes",
     ),
     "dilate_lab.course.widgets": (
-        "receptive_field_explorer", "multi_scale_explorer", "shape_tracer", "attention_viewer",
-        "erf_explorer", "border_explorer", "coverage_explorer", "unfold_explorer",
-        "shifted_views_explorer", "block_mask_explorer",
+        "attention_viewer", "erf_explorer", "shifted_views_explorer", "block_mask_explorer",
     ),
 }
 _COURSE_MODULE_OF = {name: module for module, names in _COURSE_NAMES.items() for name in names}

@@ -1,4 +1,6 @@
-"""The explorers driven from Python, without a browser: set a control, check what is drawn."""
+"""The tensor explorers (ipywidgets) driven from Python, without a browser: set a control, check what is drawn.
+
+The window explorers are browser-native: tests/test_explorers.py and tests/test_browser_explorers.py."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import numpy as np
 import pytest
 
 from dilate_lab.course import widgets
+from dilate_lab.course._controls import _slider, _text, _toggle
 from dilate_lab.geometry import dilated_window
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -43,138 +46,7 @@ def assert_shows_error(explorer, *words):
 
 
 # ---------------------------------------------------------------------------
-# receptive field explorer
-# ---------------------------------------------------------------------------
-def test_receptive_field_explorer_redraws_the_window_for_new_settings():
-    explorer = widgets.receptive_field_explorer(kernel_size=3, dilation=1, row=4, col=4, size=9)
-    assert_shows_figure(explorer)
-    assert cells(explorer, "attended") == dilated_window(4, 4, 3, 1, 9, 9).inside_positions
-    before = explorer.image.value
-
-    explorer.controls["dilation"].value = 3
-    assert_shows_figure(explorer)
-    assert explorer.image.value != before
-    # by hand: rows and cols {1, 4, 7}
-    assert sorted(cells(explorer, "attended")) == [(r, c) for r in (1, 4, 7) for c in (1, 4, 7)]
-
-    explorer.controls["row"].value = 0
-    assert len(cells(explorer, "beyond-border")) == 3  # the row above the map
-    explorer.controls["kernel_size"].value = 5
-    assert cells(explorer, "attended") == dilated_window(0, 4, 5, 3, 9, 9).inside_positions
-    assert "span (k-1)*r+1 = 13" in explorer.figure.axes[0].get_title()
-
-
-def test_receptive_field_explorer_photo_and_size():
-    explorer = widgets.receptive_field_explorer(size=9)
-    explorer.controls["photo"].value = True
-    assert_shows_figure(explorer)
-    photo = [a for a in explorer.figure.findobj() if a.get_gid() == "photo"]
-    assert len(photo) == 1 and photo[0].get_array().shape == (9, 9, 3)
-    explorer.controls["row"].value = 8
-    explorer.controls["size"].value = 5  # the query must follow onto the smaller map
-    assert_shows_figure(explorer)
-    assert explorer.controls["row"].value == 4 and explorer.controls["row"].max == 4
-    assert explorer.figure.axes[0].images[0].get_array().shape == (5, 5, 3)
-    explorer.controls["size"].value = 20
-    assert explorer.controls["row"].max == 19 and explorer.controls["row"].value == 4
-
-
-def test_receptive_field_explorer_every_control_combination_draws_without_error():
-    explorer = widgets.receptive_field_explorer()
-    explorer.render_png = False  # build every figure, skip the PNG encoding: fast
-    size_control = explorer.controls["size"]
-    sizes = [size_control.min, size_control.max]
-    count = 0
-    for dilation, kernel, photo, size in itertools.product(
-        explorer.controls["dilation"].options, explorer.controls["kernel_size"].options, (False, True), sizes
-    ):
-        for row, col in {(0, 0), (0, size - 1), (size - 1, 0), (size - 1, size - 1), (size // 2, size // 2)}:
-            with explorer.hold_redraw():  # one redraw per combination
-                for key, value in (("dilation", dilation), ("kernel_size", kernel), ("photo", photo),
-                                   ("size", size), ("row", row), ("col", col)):
-                    explorer.controls[key].value = value
-            assert explorer.values() == dict(dilation=dilation, kernel_size=kernel, size=size, row=row, col=col, photo=photo)
-            assert explorer.error is None, (dilation, kernel, photo, size, row, col, explorer.error)
-            window = dilated_window(row, col, kernel, dilation, size, size)
-            assert cells(explorer, "beyond-border") == window.outside_positions
-            count += 1
-    assert count == 4 * 3 * 2 * 2 * 5  # dilations x kernels x photo x sizes x query places
-
-
-def test_receptive_field_explorer_png_at_the_extremes():
-    explorer = widgets.receptive_field_explorer()
-    for dilation, kernel, size, photo in [(4, 7, 3, True), (4, 7, 32, False), (1, 3, 32, True)]:
-        explorer.controls["size"].value = size
-        explorer.controls["dilation"].value = dilation
-        explorer.controls["kernel_size"].value = kernel
-        explorer.controls["photo"].value = photo
-        explorer.controls["col"].value = size - 1
-        assert_shows_figure(explorer)
-
-
-def test_explorer_repr_is_short_and_classes_are_stable():
-    explorer = widgets.receptive_field_explorer()
-    assert repr(explorer) == (
-        "Explorer(receptive-field: dilation=2, kernel_size=3, size=9, row=1, col=2, photo=False)"
-    )
-    assert {"dl-explorer", "dl-receptive-field"} <= set(explorer._dom_classes)
-    for key, css in [("dilation", "dl-dilation"), ("kernel_size", "dl-kernel"), ("row", "dl-row"),
-                     ("col", "dl-col"), ("size", "dl-size"), ("photo", "dl-photo")]:
-        assert css in explorer.controls[key]._dom_classes
-    assert "dl-figure" in explorer.image._dom_classes
-
-
-# ---------------------------------------------------------------------------
-# multi-scale explorer
-# ---------------------------------------------------------------------------
-def test_multi_scale_explorer_groups_follow_the_typed_dilations():
-    explorer = widgets.multi_scale_explorer(dilations="1, 2, 3", num_heads=6, dim=144)
-    assert_shows_figure(explorer)
-    assert cells(explorer, "group-2") == dilated_window(7, 7, 3, 3, 15, 15).inside_positions
-
-    explorer.controls["dilations"].value = "1, 2, 3, 4"  # 6 heads cannot split over 4 dilations
-    assert_shows_error(explorer, "num_heads (6)", "len(dilations) (4")
-    explorer.controls["num_heads"].value = 8
-    assert_shows_figure(explorer)
-    assert cells(explorer, "group-3") == dilated_window(7, 7, 3, 4, 15, 15).inside_positions
-
-    explorer.controls["dilations"].value = "1, two"
-    assert_shows_error(explorer, "dilations must be ints")
-    explorer.controls["dilations"].value = "2, 4"
-    assert_shows_figure(explorer)
-    assert [a.get_gid() for a in explorer.figure.findobj() if str(a.get_gid()).startswith("group-")] == [
-        "group-0", "group-1"
-    ]
-
-
-# ---------------------------------------------------------------------------
-# shape tracer
-# ---------------------------------------------------------------------------
-def test_shape_tracer_table_and_library_errors():
-    tracer = widgets.shape_tracer(batch=2, channels=72, height=14, width=14, num_heads=3)
-    assert tracer.error is None and tracer.figure is None
-    table = tracer.html
-    assert "(2, 216, 14, 14)" in table  # qkv: B, 3*C, H, W
-    assert table.count('class="dl-kk-row"') == 6  # unfolded K and V of 3 groups
-    assert "(2, 1, 196, 9, 24)" in table  # an unfolded K: B, heads/group, H*W, k*k, head_dim
-    assert tracer.table.layout.display == "" and tracer.image.layout.display == "none"
-
-    tracer.controls["channels"].value = 70
-    assert_shows_error(tracer, "dim (70) must be divisible by num_heads (3)")
-    assert tracer.table.layout.display == "none"
-    tracer.controls["channels"].value = 96
-    tracer.controls["kernel_size"].value = 5
-    assert tracer.error is None
-    assert "(2, 1, 196, 25, 32)" in tracer.html
-    assert "KiB" in tracer.html and " KB" not in tracer.html  # binary units: 1 KiB = 1024 bytes
-    tracer.controls["impl"].value = "shift"
-    assert 'class="dl-kk-row"' not in tracer.html  # the shift implementation makes no copies
-    tracer.controls["dilations"].value = "1, 0, 2"
-    assert_shows_error(tracer, "every dilation must be an int in [1, 8]")
-
-
-# ---------------------------------------------------------------------------
-# attention viewer, effective receptive field, border
+# attention viewer, effective receptive field
 # ---------------------------------------------------------------------------
 def test_attention_viewer_follows_the_query():
     viewer = widgets.attention_viewer(image_size=64, row=3, col=4)
@@ -220,33 +92,29 @@ def test_erf_explorer_shows_the_holes_of_equal_dilations():
     assert_shows_figure(explorer)
 
 
-def test_border_explorer_default_map_fits_the_lesson_experiment():
-    # lesson 04 suggests dilation 3 with the query in the corner: NATTEN needs 3 * 3 = 9 <= size
-    explorer = widgets.border_explorer()
-    assert explorer.controls["size"].value == 10
-    with explorer.hold_redraw():
-        explorer.controls["dilation"].value = 3
-        explorer.controls["row"].value = 0
-        explorer.controls["col"].value = 0
-    assert_shows_figure(explorer)
-    assert len([a for a in explorer.figure.findobj() if a.get_gid() == "shifted-window"]) == 1
+def test_explorer_repr_is_short_and_classes_are_stable():
+    explorer = widgets.erf_explorer()
+    assert repr(explorer) == "Explorer(erf: left='1, 1, 1', right='1, 2, 3', kernel_size=3)"
+    assert {"dl-explorer", "dl-erf"} <= set(explorer._dom_classes)
+    for key, css in [("left", "dl-left"), ("right", "dl-right"), ("kernel_size", "dl-kernel")]:
+        assert css in explorer.controls[key]._dom_classes
+    assert "dl-figure" in explorer.image._dom_classes
 
 
-def test_border_explorer_every_rule_at_every_corner():
-    explorer = widgets.border_explorer()
-    assert_shows_figure(explorer)
-    explorer.render_png = False
-    for dilation, kernel in itertools.product((1, 2, 3, 4), (3, 5, 7)):
-        for size in (3, 24):
-            for row, col in [(0, 0), (size - 1, size - 1)]:
-                with explorer.hold_redraw():
-                    for key, value in (("dilation", dilation), ("kernel_size", kernel), ("size", size),
-                                       ("row", row), ("col", col)):
-                        explorer.controls[key].value = value
-                assert explorer.error is None, (dilation, kernel, size, row, col, explorer.error)
-                natten_fits = kernel * dilation <= size
-                shifted = [a for a in explorer.figure.findobj() if a.get_gid() == "shifted-window"]
-                assert len(shifted) == (1 if natten_fits else 0)
+def test_the_geometry_explorers_are_browser_native_only():
+    """The Python versions of the window explorers are gone; the tensor explorers stay, and are what
+    widget_timing sweeps."""
+    import dilate_lab
+    from dilate_lab.course import explorers
+    from dilate_lab.course.widget_timing import EXPLORERS
+
+    assert EXPLORERS == ("attention_viewer", "erf_explorer", "shifted_views_explorer", "block_mask_explorer")
+    for name in ("receptive_field_explorer", "multi_scale_explorer", "border_explorer", "coverage_explorer",
+                 "unfold_explorer", "shape_tracer"):
+        assert not hasattr(widgets, name) and name not in dir(dilate_lab), name
+    for name in ("ReceptiveFieldExplorer", "MultiScaleExplorer", "BorderExplorer", "CoverageExplorer",
+                 "UnfoldExplorer", "ShapeTracerExplorer"):
+        assert hasattr(explorers, name), name
 
 
 @pytest.mark.parametrize(
@@ -336,7 +204,7 @@ def test_cached_explorer_answers_a_revisited_setting_with_the_same_picture():
         calls.append(size)
         return widgets.figures.plot_receptive_field(3, 1, 0, 0, size, size)
 
-    slider = widgets._slider(5, 3, 9, "map size", "dl-size")
+    slider = _slider(5, 3, 9, "map size", "dl-size")
     explorer = widgets.Explorer("cached", {"size": slider}, draw, cache=2)
     first_png, first_figure = explorer.image.value, explorer.figure
     slider.value = 6
@@ -347,3 +215,45 @@ def test_cached_explorer_answers_a_revisited_setting_with_the_same_picture():
     slider.value = 5
     assert calls == [5, 6, 7, 8, 5]
     assert_shows_figure(explorer)
+
+
+# --------------------------------------------------------------------------- the timing command
+def test_widget_timing_sweeps_the_extremes_of_every_control(monkeypatch):
+    from dilate_lab.course.widget_timing import extreme_values, format_timings, measure_explorers
+
+    drawn = []
+
+    def tiny_explorer():
+        """A toggle, a slider and a schedule box whose eight-entry extreme is refused."""
+        controls = {
+            "kernel_size": _toggle((3, 5, 7), 3, "kernel k", "dl-kernel"),
+            "size": _slider(8, 3, 16, "map size", "dl-size"),
+            "left": _text("1, 2", "left", "dl-left"),
+        }
+
+        def draw(kernel_size, size, left):
+            schedule = widgets.parse_dilations(left, "left", max_count=4, max_dilation=9)
+            drawn.append((kernel_size, size, schedule))
+            return f"<p>{kernel_size} {size} {schedule}</p>"
+
+        return widgets.Explorer("tiny", controls, draw)
+
+    monkeypatch.setattr(widgets, "tiny_explorer", tiny_explorer, raising=False)
+    expected = {"kernel_size": [5, 7], "size": [3, 16], "left": ["1", "1, 2, 5", "9, 9, 9, 9, 9, 9, 9, 9"]}
+    explorer = tiny_explorer()
+    assert {key: extreme_values(key, control) for key, control in explorer.controls.items()} == expected
+    drawn.clear()
+    (row,) = measure_explorers(["tiny_explorer"], rounds=2)
+    for value in (5, 7):
+        assert (value, 8, (1, 2)) in drawn
+    assert (3, 3, (1, 2)) in drawn and (3, 16, (1, 2)) in drawn and (3, 8, (1, 2, 5)) in drawn
+    swept = 2 * sum(len(values) for values in expected.values())  # to each extreme and back
+    corner = 1 + 2 * len(expected)  # all at once, then each control away and back
+    assert 2 * (swept + 1) <= row["changes"] <= 2 * (swept + corner)
+    assert row["errors"] is None  # back at the defaults
+    assert any("at most 4" in message for message in row["messages"])  # eight dilations: refused, shown
+    assert 0 < row["median_change_s"] <= row["worst_single_change_s"]
+    assert row["slowest_best_s"] <= row["slowest_change_s"] <= row["worst_single_change_s"]
+    assert row["slowest_setting"] and row["rounds"] == 2
+    table = format_timings([row])
+    assert "tiny_explorer" in table and "median of 2" in table and table.count("\n") == 2

@@ -55,21 +55,3 @@ def _text(value: str, description: str, css_class: str) -> widgets.Text:
         style={"description_width": "80px"}, layout={"width": "260px"},
     )
     return _styled(box, css_class)
-
-
-def _query_sliders(row: int, col: int, size: int) -> dict[str, widgets.IntSlider]:
-    """The query's row and column sliders on a size x size map (a start beyond it is moved onto it)."""
-    return {
-        "row": _slider(min(row, size - 1), 0, size - 1, "query row", "dl-row"),
-        "col": _slider(min(col, size - 1), 0, size - 1, "query col", "dl-col"),
-    }
-
-
-def _square_map_controls(dilation: int, kernel_size: int, size: int, row: int, col: int, max_size: int) -> dict:
-    """Dilation, kernel, the side of a square map and the query on it: the controls of a window explorer."""
-    return {
-        "dilation": _toggle((1, 2, 3, 4), dilation, "dilation r", "dl-dilation"),
-        "kernel_size": _toggle((3, 5, 7), kernel_size, "kernel k", "dl-kernel"),
-        "size": _slider(size, 3, max_size, "map size", "dl-size"),
-        **_query_sliders(row, col, size),
-    }

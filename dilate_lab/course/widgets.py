@@ -1,11 +1,18 @@
-"""The course's interactive explorers: ipywidgets controls wired to the pure figure functions.
+"""The course's tensor explorers: ipywidgets controls wired to the pure figure functions.
 
-Each explorer is an ``ipywidgets.VBox``: its controls on top, a message line,
-and the picture, a PNG that the figure function in ``dilate_lab.course.figures``
-draws on every change (or, for the shape tracer, the HTML table of
-``figures.shape_table_html``). Nothing is computed here that a figure function
-or ``dilate_lab.course.shapes`` does not already compute, so what a learner sees
-in a widget is exactly the static figure of the lesson with other arguments.
+These are the explorers whose picture needs tensors computed in Python: the
+attention weights of a DilateBlock on a photograph, the gradient of a stack of
+layers, the shifted views of padded K, the tiles of a block-sparse kernel. The
+explorers whose content is window geometry (receptive field, multi-scale heads,
+border, unfold, shape tracer, coverage) are browser-native and live in
+``dilate_lab.course.explorers``.
+
+Each explorer here is an ``ipywidgets.VBox``: its controls on top, a message
+line, and the picture, a PNG that the figure function in
+``dilate_lab.course.figures`` draws on every change. Nothing is computed here
+that a figure function or ``dilate_lab.course.shapes`` does not already compute,
+so what a learner sees in a widget is exactly the static figure of the lesson
+with other arguments.
 
 For tests and for curious learners every explorer keeps:
 
@@ -36,21 +43,14 @@ from matplotlib.figure import Figure
 
 from . import figures
 from .figures.speed import ShiftedViewsPicture
-from ._controls import _query_sliders, _slider, _square_map_controls, _styled, _text, _toggle, parse_dilations
-from .images import load_sample_image
-from .shapes import block_attention, trace_msda_shapes
+from ._controls import _slider, _styled, _text, _toggle, parse_dilations
+from .shapes import block_attention
 
 __all__ = [
     "Explorer",
     "parse_dilations",
-    "receptive_field_explorer",
-    "multi_scale_explorer",
-    "shape_tracer",
     "attention_viewer",
     "erf_explorer",
-    "border_explorer",
-    "coverage_explorer",
-    "unfold_explorer",
     "shifted_views_explorer",
     "block_mask_explorer",
 ]
@@ -202,120 +202,8 @@ class Explorer(widgets.VBox):
         self.render_seconds = time.perf_counter() - start
 
 
-def _clamp_to_map(*sizes: tuple[str, str]) -> Callable[[Explorer, str], None]:
-    """A ``sync`` that keeps the query's sliders on the map when its size changes.
-
-    ``sizes``: (size control, row or col control) pairs, e.g. ("size", "row").
-    """
-
-    def sync(explorer: Explorer, changed: str) -> None:
-        for size_key, key in sizes:
-            if changed != size_key:
-                continue
-            slider, size = explorer.controls[key], explorer.controls[size_key].value
-            slider.value = min(slider.value, size - 1)
-            slider.max = size - 1
-
-    return sync
-
-
-_clamp_query = _clamp_to_map(("size", "row"), ("size", "col"))  # one slider for a square map's side
-
-
 # ---------------------------------------------------------------------------
-# 1. receptive field of one query
-# ---------------------------------------------------------------------------
-def receptive_field_explorer(
-    kernel_size: int = 3, dilation: int = 2, row: int = 1, col: int = 2, size: int = 9, photo: bool = False
-) -> Explorer:
-    """Move a query and change kernel, dilation and map size; see the positions it attends to.
-
-    Wraps ``figures.plot_receptive_field``; with "photo" the map is the sample
-    photograph shrunk to size x size pixels.
-    """
-    controls = {
-        **_square_map_controls(dilation, kernel_size, size, row, col, max_size=32),
-        "photo": _styled(widgets.Checkbox(value=photo, description="draw over a photograph"), "dl-photo"),
-    }
-
-    def draw(dilation, kernel_size, size, row, col, photo):
-        image = load_sample_image(size) if photo else None
-        return figures.plot_receptive_field(kernel_size, dilation, row, col, size, size, image=image)
-
-    return Explorer("receptive-field", controls, draw, sync=_clamp_query)
-
-
-# ---------------------------------------------------------------------------
-# 2. all dilation groups of MSDA at once
-# ---------------------------------------------------------------------------
-def multi_scale_explorer(
-    dilations: str = "1, 2, 3", kernel_size: int = 3, dim: int = 144, num_heads: int = 6,
-    row: int = 7, col: int = 7, size: int = 15, photo: bool = False,
-) -> Explorer:
-    """The paper's Figure 4 as a widget: one colour per dilation group, and who gets which heads.
-
-    Wraps ``figures.plot_multi_scale``. Settings MSDA refuses (e.g. 6 heads over
-    4 dilations) show MSDA's message.
-    """
-    controls = {
-        "dilations": _text(dilations, "dilations", "dl-dilations"),
-        "kernel_size": _toggle((3, 5, 7), kernel_size, "kernel k", "dl-kernel"),
-        "num_heads": _toggle((2, 3, 4, 6, 8, 12), num_heads, "heads", "dl-heads"),
-        "dim": _toggle((72, 96, 144, 288), dim, "channels", "dl-dim"),
-        "size": _slider(size, 3, 32, "map size", "dl-size"),
-        "photo": _styled(widgets.Checkbox(value=photo, description="draw over a photograph"), "dl-photo"),
-        **_query_sliders(row, col, size),
-    }
-
-    def convert(values):
-        values = dict(values)
-        values["dilations"] = parse_dilations(values["dilations"])
-        size = values.pop("size")
-        values["image"] = load_sample_image(size) if values.pop("photo") else None
-        return {**values, "height": size, "width": size}
-
-    return Explorer("multi-scale", controls, figures.plot_multi_scale, convert=convert, sync=_clamp_query)
-
-
-# ---------------------------------------------------------------------------
-# 3. tensor shapes through MSDA
-# ---------------------------------------------------------------------------
-def shape_tracer(
-    batch: int = 1, channels: int = 72, height: int = 14, width: int = 14, num_heads: int = 3,
-    kernel_size: int = 3, dilations: str = "1, 2, 3", impl: str = "unfold",
-) -> Explorer:
-    """Every tensor of one MSDA forward pass, its shape and memory, for the settings you choose.
-
-    Runs ``trace_msda_shapes`` (a real forward pass on the meta device: exact
-    shapes, no memory used) on every change. Impossible settings show the
-    library's message.
-    """
-    controls = {
-        "batch": _slider(batch, 1, 16, "batch B", "dl-batch"),
-        "channels": _styled(
-            widgets.BoundedIntText(value=channels, min=1, max=2048, description="channels C",
-                                   style={"description_width": "80px"}, layout={"width": "200px"}),
-            "dl-channels",
-        ),
-        "num_heads": _slider(num_heads, 1, 24, "heads", "dl-heads"),
-        "height": _slider(height, 1, 224, "height H", "dl-height"),
-        "width": _slider(width, 1, 224, "width W", "dl-width"),
-        "kernel_size": _toggle((1, 3, 5, 7), kernel_size, "kernel k", "dl-kernel"),
-        "dilations": _text(dilations, "dilations", "dl-dilations"),
-        "impl": _toggle(("unfold", "shift"), impl, "impl", "dl-impl"),
-    }
-
-    def draw(batch, channels, num_heads, height, width, kernel_size, dilations, impl):
-        rows = trace_msda_shapes(
-            batch, channels, height, width, num_heads, kernel_size, parse_dilations(dilations), impl=impl
-        )
-        return figures.shape_table_html(rows)
-
-    return Explorer("shape-tracer", controls, draw)
-
-
-# ---------------------------------------------------------------------------
-# 4. attention of each head on a photograph
+# 1. attention of each head on a photograph
 # ---------------------------------------------------------------------------
 def attention_viewer(model=None, image_size: int = 112, row: int = 1, col: int = 13, seed: int = 0) -> Explorer:
     """Slide to a query pixel; see each head's attention weights over its dilated window, zoomed in.
@@ -354,7 +242,7 @@ def attention_viewer(model=None, image_size: int = 112, row: int = 1, col: int =
 
 
 # ---------------------------------------------------------------------------
-# 5. effective receptive field of a stack of layers
+# 2. effective receptive field of a stack of layers
 # ---------------------------------------------------------------------------
 def erf_explorer(left: str = "1, 1, 1", right: str = "1, 2, 3", kernel_size: int = 3) -> Explorer:
     """Two dilation schedules side by side: the gradient of one output pixel over the input.
@@ -380,70 +268,7 @@ def erf_explorer(left: str = "1, 1, 1", right: str = "1, 2, 3", kernel_size: int
 
 
 # ---------------------------------------------------------------------------
-# 6. border rules side by side
-# ---------------------------------------------------------------------------
-def border_explorer(
-    row: int = 0, col: int = 1, kernel_size: int = 3, dilation: int = 2, size: int = 10, seed: int = 0
-) -> Explorer:
-    """Zero padding vs masking vs NATTEN's shifted window, for a query you move to the border.
-
-    The default 10 x 10 map is large enough for NATTEN's window with every
-    dilation up to 3 at kernel 3 (it needs kernel_size * dilation <= size);
-    beyond that its panel explains why it cannot be drawn.
-    """
-    controls = {
-        **_square_map_controls(dilation, kernel_size, size, row, col, max_size=24),
-        "seed": _slider(seed, 0, 9, "seed", "dl-seed"),
-    }
-
-    def draw(dilation, kernel_size, size, row, col, seed):
-        return figures.plot_border_modes(row, col, kernel_size, dilation, size, size, seed)
-
-    return Explorer("border", controls, draw, sync=_clamp_query)
-
-
-# ---------------------------------------------------------------------------
-# 7. the share of each window on the map (zero padding), lesson 02
-# ---------------------------------------------------------------------------
-def coverage_explorer(size: int = 8, kernel_size: int = 3, dilations: str = "1, 2, 3") -> Explorer:
-    """How much of each query's window lies on the map, for several dilations at once."""
-    controls = {
-        "kernel_size": _toggle((3, 5, 7), kernel_size, "kernel k", "dl-kernel"),
-        "size": _slider(size, 3, 16, "map size", "dl-size"),
-        "dilations": _text(dilations, "dilations", "dl-dilations"),
-    }
-
-    def draw(kernel_size, size, dilations):
-        schedule = parse_dilations(dilations, "dilations", max_count=4)
-        return figures.plot_window_coverage(size, size, kernel_size, schedule)
-
-    return Explorer("coverage", controls, draw)
-
-
-# ---------------------------------------------------------------------------
-# 8. nn.Unfold column by column, lesson 03
-# ---------------------------------------------------------------------------
-def unfold_explorer(
-    height: int = 4, width: int = 4, kernel_size: int = 3, dilation: int = 1, row: int = 1, col: int = 1
-) -> Explorer:
-    """Pick a query pixel: its window on the map, and the same numbers as its column of F.unfold."""
-    controls = {
-        "dilation": _toggle((1, 2, 3), dilation, "dilation r", "dl-dilation"),
-        "kernel_size": _toggle((3, 5), kernel_size, "kernel k", "dl-kernel"),
-        "height": _slider(height, 2, 6, "height", "dl-height"),
-        "width": _slider(width, 2, 6, "width", "dl-width"),
-        "row": _slider(min(row, height - 1), 0, height - 1, "query row", "dl-row"),
-        "col": _slider(min(col, width - 1), 0, width - 1, "query col", "dl-col"),
-    }
-
-    def draw(dilation, kernel_size, height, width, row, col):
-        return figures.plot_unfold_columns(height, width, kernel_size, dilation, row, col)
-
-    return Explorer("unfold", controls, draw, sync=_clamp_to_map(("height", "row"), ("width", "col")))
-
-
-# ---------------------------------------------------------------------------
-# 9. the k*k shifted views of padded K, lesson 06
+# 3. the k*k shifted views of padded K, lesson 06
 # ---------------------------------------------------------------------------
 def shifted_views_explorer(kernel_size: int = 3, dilation: int = 2, row: int = 1, col: int = 4) -> Explorer:
     """Move the query: each window position's key is the same pixel of one shifted view of padded K."""
@@ -465,7 +290,7 @@ def shifted_views_explorer(kernel_size: int = 3, dilation: int = 2, row: int = 1
 
 
 # ---------------------------------------------------------------------------
-# 10. which tiles a block-sparse kernel computes, lesson 06
+# 4. which tiles a block-sparse kernel computes, lesson 06
 # ---------------------------------------------------------------------------
 def block_mask_explorer(side: int = 16, dilation: int = 2, block_size: int = 32) -> Explorer:
     """Change the dilation and the tile size: the query-by-key tiles a FlexAttention-style kernel computes."""

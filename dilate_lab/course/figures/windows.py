@@ -7,7 +7,9 @@
   the paper's Figure 4.
 - ``window_coverage`` / ``plot_window_coverage``: for every query, how many of
   its k*k window positions lie on the map, which is what zero padding outputs
-  when all logits are equal.
+  when all logits are equal. Lesson 02 shows the figure, then the same counts
+  live in the browser (``dilate_lab.course.explorers.CoverageExplorer``, whose
+  JavaScript tests/test_explorers.py checks against ``window_coverage``).
 """
 
 from __future__ import annotations
