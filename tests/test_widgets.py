@@ -206,15 +206,45 @@ def test_cached_explorer_answers_a_revisited_setting_with_the_same_picture():
 
     slider = _slider(5, 3, 9, "map size", "dl-size")
     explorer = widgets.Explorer("cached", {"size": slider}, draw, cache=2)
-    first_png, first_figure = explorer.image.value, explorer.figure
+    first_png, first_width = explorer.image.value, explorer.image.width
+    assert explorer.figure.axes[0].get_xlim()[1] > 4  # a 5 x 5 map
     slider.value = 6
-    slider.value = 5  # back: from the cache, not drawn again
-    assert calls == [5, 6] and explorer.image.value == first_png and explorer.figure is first_figure
+    slider.value = 5  # back: the PNG from the cache, nothing drawn
+    assert calls == [5, 6] and explorer.image.value == first_png and explorer.image.width == first_width
+    assert_shows_figure(explorer)
+    figure = explorer.figure  # the cache keeps no figure: asked for, it is drawn again, once
+    assert calls == [5, 6, 5] and explorer.figure is figure
+    assert figure.axes[0].get_title() == draw(5).axes[0].get_title()
+    calls.clear()
     slider.value = 7
     slider.value = 8  # the cache holds two settings: 5 is dropped
     slider.value = 5
-    assert calls == [5, 6, 7, 8, 5]
+    assert calls == [7, 8, 5]
     assert_shows_figure(explorer)
+    explorer.release()
+    assert explorer.figure is None and not explorer._pictures
+
+
+def test_cached_pictures_keep_no_figures_alive():
+    """A full garbage collection scans every live object: cached figures (some ten thousand objects
+    each) would make it slower with every setting a learner visits."""
+    import gc
+    import weakref
+
+    drawn = []
+
+    def draw(size):
+        figure = widgets.figures.plot_receptive_field(3, 1, 0, 0, size, size)
+        drawn.append(weakref.ref(figure))
+        return figure
+
+    slider = _slider(3, 3, 9, "map size", "dl-size")
+    explorer = widgets.Explorer("cached", {"size": slider}, draw, cache=8)
+    for size in range(4, 10):
+        slider.value = size
+    gc.collect()
+    alive = [ref() for ref in drawn if ref() is not None]
+    assert alive == [explorer.figure] and len(explorer._pictures) == 7
 
 
 # --------------------------------------------------------------------------- the timing command
@@ -254,6 +284,6 @@ def test_widget_timing_sweeps_the_extremes_of_every_control(monkeypatch):
     assert any("at most 4" in message for message in row["messages"])  # eight dilations: refused, shown
     assert 0 < row["median_change_s"] <= row["worst_single_change_s"]
     assert row["slowest_best_s"] <= row["slowest_change_s"] <= row["worst_single_change_s"]
-    assert row["slowest_setting"] and row["rounds"] == 2
+    assert row["slowest_setting"] and row["rounds"] == 2 and row["full_collection_s"] > 0
     table = format_timings([row])
     assert "tiny_explorer" in table and "median of 2" in table and table.count("\n") == 2

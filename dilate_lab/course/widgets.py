@@ -17,9 +17,9 @@ with other arguments.
 For tests and for curious learners every explorer keeps:
 
 - ``explorer.controls``: the control widgets by argument name;
-- ``explorer.figure``: the last ``matplotlib.figure.Figure`` drawn (not closed:
-  figures made with ``Figure()`` are not registered with pyplot, so dropping the
-  reference frees them);
+- ``explorer.figure``: the ``matplotlib.figure.Figure`` of the picture shown (not
+  closed: figures made with ``Figure()`` are not registered with pyplot, so dropping
+  the reference frees them);
 - ``explorer.error``: the message of the ValueError the last setting raised
   (shown in the widget instead of a traceback), or None;
 - ``explorer.render_seconds``: how long the last redraw took.
@@ -67,6 +67,18 @@ class RenderedFigure:
     png: bytes
 
 
+@dataclass(frozen=True)
+class _CachedPicture:
+    """A recent setting's picture as the page shows it: the PNG and its width in pixels."""
+
+    png: bytes
+    width: str
+
+
+def _width(figure: Figure) -> str:
+    return str(round(figure.get_figwidth() * _PNG_DPI))
+
+
 def _png(figure: Figure) -> bytes:
     """The figure as PNG; compression level 1, not 6: a third of the encoding time for a
     slightly larger picture, which stays in the kernel's memory and the local page."""
@@ -80,8 +92,13 @@ class Explorer(widgets.VBox):
 
     ``draw`` returns a ``Figure`` (shown as a PNG), a ``RenderedFigure`` or, for
     table-like views, an HTML string. ``cache`` > 0 keeps the PNGs of that many
-    recent settings, so that a slider dragged back and forth answers at once. A ValueError from ``draw`` is shown as its message, with the
-    class ``dl-error``; the picture is hidden until a valid setting returns.
+    recent settings, so that a slider dragged back and forth answers at once. It
+    keeps the PNG bytes only, not the figures: a figure is some ten thousand Python
+    objects, and 256 of them alive would make every full garbage collection of the
+    kernel take seconds. After a setting shown from the cache, ``explorer.figure``
+    draws its figure again when first asked for it. A ValueError from ``draw`` is
+    shown as its message, with the class ``dl-error``; the picture is hidden until a
+    valid setting returns.
     ``convert`` (optional) turns the raw control values into ``draw``'s
     arguments, e.g. parsing a dilation text box; ``sync`` (optional) adjusts
     dependent controls (e.g. a slider's range) before a redraw.
@@ -102,7 +119,7 @@ class Explorer(widgets.VBox):
         self.name = name
         self.controls = controls
         self._cache_size = cache
-        self._pictures: OrderedDict[tuple, RenderedFigure] = OrderedDict()  # the last ``cache`` settings drawn
+        self._pictures: OrderedDict[tuple, _CachedPicture] = OrderedDict()  # the last ``cache`` settings drawn
         self._draw = draw
         self._convert = convert
         self._sync = sync
@@ -110,7 +127,8 @@ class Explorer(widgets.VBox):
         self._holding = False
         self.render_png = True
         """False skips the PNG (the figure is still built): for fast sweeps in tests."""
-        self.figure: Figure | None = None
+        self._figure: Figure | None = None
+        self._figure_values: dict | None = None  # a setting shown from the cache, its figure not drawn yet
         self.html: str | None = None
         self.error: str | None = None
         self.render_seconds: float | None = None
@@ -134,6 +152,22 @@ class Explorer(widgets.VBox):
     def values(self) -> dict:
         """The controls' current values, by argument name."""
         return {key: control.value for key, control in self.controls.items()}
+
+    @property
+    def figure(self) -> Figure | None:
+        """The figure of the picture shown (None for an HTML view or an impossible setting).
+
+        After a setting shown from the cache of PNGs, it is drawn again here, once."""
+        if self._figure_values is not None:
+            values, self._figure_values = self._figure_values, None
+            result = self._draw(**(self._convert(values) if self._convert else values))
+            self._figure = result.figure if isinstance(result, RenderedFigure) else result
+        return self._figure
+
+    def release(self) -> None:
+        """Drop the cached PNGs and the figure (the picture shown stays on the page)."""
+        self._pictures.clear()
+        self._figure = self._figure_values = None
 
     @contextlib.contextmanager
     def hold_redraw(self):
@@ -167,13 +201,17 @@ class Explorer(widgets.VBox):
             if result is None:
                 arguments = self._convert(values) if self._convert else values
                 result = self._draw(**arguments)
-                if self._cache_size and self.render_png and isinstance(result, Figure):
-                    result = self._pictures[key] = RenderedFigure(result, _png(result))
+                if self._cache_size and self.render_png and isinstance(result, (Figure, RenderedFigure)):
+                    figure = result.figure if isinstance(result, RenderedFigure) else result
+                    png = result.png if isinstance(result, RenderedFigure) else _png(figure)
+                    self._pictures[key] = _CachedPicture(png, _width(figure))
                     if len(self._pictures) > self._cache_size:
                         self._pictures.popitem(last=False)
+                    result = RenderedFigure(figure, png)
             else:
                 self._pictures.move_to_end(key)
         except ValueError as error:
+            self._figure = self._figure_values = None
             self.error = str(error)
             self.message.value = f"<b>Not possible:</b> {html.escape(self.error)}"
             self.message.layout.display = ""
@@ -185,17 +223,22 @@ class Explorer(widgets.VBox):
             self.message.value = ""
             self.message.layout.display = "none"
             self.message.remove_class("dl-error")
-            if isinstance(result, (Figure, RenderedFigure)):
-                figure = result.figure if isinstance(result, RenderedFigure) else result
-                self.figure, self.html = figure, None
-                if self.render_png:
-                    self.image.value = result.png if isinstance(result, RenderedFigure) else _png(figure)
+            if isinstance(result, (Figure, RenderedFigure, _CachedPicture)):
+                if isinstance(result, _CachedPicture):  # the figure is drawn again if someone asks for it
+                    self._figure, self._figure_values, png, width = None, values, result.png, result.width
+                else:
+                    figure = result.figure if isinstance(result, RenderedFigure) else result
+                    self._figure, self._figure_values, width = figure, None, _width(figure)
+                    png = (result.png if isinstance(result, RenderedFigure) else _png(figure)) if self.render_png else None
+                self.html = None
+                if png is not None:
+                    self.image.value = png
                     # the picture's own size: a VBox would otherwise stretch it, blurred, to full width
-                    self.image.width = str(round(figure.get_figwidth() * _PNG_DPI))
+                    self.image.width = width
                 self.image.layout.display = ""
                 self.table.layout.display = "none"
             else:
-                self.figure, self.html = None, result
+                self._figure, self._figure_values, self.html = None, None, result
                 self.table.value = result
                 self.table.layout.display = ""
                 self.image.layout.display = "none"
