@@ -1,4 +1,4 @@
-"""What a block-sparse GPU kernel such as FlexAttention computes for SWDA (lesson 06).
+"""What a block-sparse GPU kernel such as FlexAttention computes for SWDA (the optional lesson 06b).
 
 It flattens the map row by row (pixel (i, j) is query and key number
 ``i * width + j``), cuts queries and keys into blocks of ``block_size`` and

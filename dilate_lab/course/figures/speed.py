@@ -1,12 +1,17 @@
-"""Figures of lesson 06 (GPU and speed): the copy-free shifted views, and where the time goes.
+"""Figures of lessons 06 and 06b: the copy-free shifted views, and where the time goes.
 
-- ``shifted_views`` / ``plot_shifted_views``: the idea behind the copy-free
-  implementations. Pad K once; window position ``o`` of *every* query is then
-  one H x W slice of the padded K, shifted by that position's offset. The k*k
-  slices line up with the queries: element [i, j] of slice o is key o of query (i, j).
-- ``plot_time_breakdown``: where the time goes, from ``dilate_lab.bench.profile_ops``.
+- ``shifted_views`` / ``plot_shifted_views`` (lesson 06, the shift form): the idea
+  behind the copy-free implementations. Pad K once; window position ``o`` of *every*
+  query is then one H x W slice of the padded K, shifted by that position's offset.
+  The k*k slices line up with the queries: element [i, j] of slice o is key o of query (i, j).
+- ``plot_time_breakdown`` (the profiler of the optional lesson 06b): where the time
+  goes, from ``dilate_lab.bench.profile_ops``.
 
-What a block-sparse kernel computes (``plot_block_mask``) is in ``blocks``.
+The rest of these two lessons' pictures have modules of their own: the GPU launch
+timeline of lesson 06 is in ``timeline``; lesson 06b's flat table, image row and Triton
+tile are in ``kernels``, its memory-traffic count in ``traffic``, and what a block-sparse
+kernel computes (``plot_block_mask``) in ``blocks``.
+
 Like the other figures, these draw on ``matplotlib.figure.Figure`` (never
 pyplot), give the artists that carry meaning a ``gid``, and print the call that
 produced a map figure at its foot.
