@@ -1,4 +1,5 @@
-"""Figures, explorers and measurements of lessons 01-03, checked on the drawn data."""
+"""Figures and measurements of lessons 01-03, and the tensor explorers of lessons 06 and 06b, checked on the
+drawn data. (The window explorers are browser-native now: tests/test_explorers.py and the browser tests.)"""
 
 import itertools
 
@@ -8,14 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from dilate_lab import (
-    coverage_explorer,
     neighbour_correlation,
     plot_attention_cost,
     plot_neighbour_correlation,
     plot_unfold_columns,
     plot_window_coverage,
     swda,
-    unfold_explorer,
     unfold_integer_map,
 )
 from dilate_lab.course.cost import global_attention, measure_global_vs_window
@@ -125,37 +124,7 @@ def test_neighbour_correlation_on_known_images():
         neighbour_correlation(noise[:4, :4], 8)
 
 
-# --------------------------------------------------------------------------- explorers
-def test_coverage_explorer_follows_its_controls():
-    explorer = coverage_explorer()
-    assert explorer.error is None
-    before = image_by_gid(explorer.figure, "coverage-r3").copy()
-    explorer.controls["kernel_size"].value = 5
-    after = image_by_gid(explorer.figure, "coverage-r3")
-    assert not np.array_equal(before, after)
-    explorer.controls["dilations"].value = "1, 4"
-    assert image_by_gid(explorer.figure, "coverage-r4").shape == (8, 8)
-    explorer.controls["dilations"].value = "two"
-    assert explorer.error is not None and "dilations" in explorer.error
-
-
-def test_unfold_explorer_sweep_never_errors():
-    explorer = unfold_explorer()
-    explorer.render_png = False
-    for dilation, kernel_size, height, width in itertools.product((1, 2, 3), (3, 5), (2, 4, 6), (2, 5)):
-        explorer.controls["dilation"].value = dilation
-        explorer.controls["kernel_size"].value = kernel_size
-        explorer.controls["height"].value = height
-        explorer.controls["width"].value = width
-        explorer.controls["row"].value = height - 1
-        explorer.controls["col"].value = width - 1
-        assert explorer.error is None, explorer.error
-        np.testing.assert_array_equal(
-            image_by_gid(explorer.figure, "unfold-matrix"), unfold_by_hand(height, width, kernel_size, dilation)
-        )
-
-
-# --------------------------------------------------------------------------- lesson 06 explorers
+# --------------------------------------------------------------------------- lessons 06 and 06b explorers
 def test_speed_explorers_follow_their_controls():
     from dilate_lab import block_mask_explorer, shifted_views_explorer
 
@@ -175,27 +144,3 @@ def test_speed_explorers_follow_their_controls():
             blocks.controls["dilation"].value = dilation
             assert blocks.error is None, blocks.error
 
-
-# --------------------------------------------------------------------------- explorer timings
-def test_widget_timing_sweeps_the_extremes_of_every_control():
-    from dilate_lab.course import widgets
-    from dilate_lab.course.widget_timing import extreme_values, format_timings, measure_explorers
-
-    explorer = widgets.coverage_explorer()
-    # coverage: kernel toggle (3, 5, 7), size slider (3..16), dilations text box
-    expected = {
-        "kernel_size": [o for o in (3, 5, 7) if o != explorer.controls["kernel_size"].value],
-        "size": [3, 16],
-        "dilations": ["1", "1, 2, 3, 4", "1, 2, 3, 4, 5, 6, 7, 8", "8, 8, 8, 8"],
-    }
-    assert {key: extreme_values(key, control) for key, control in explorer.controls.items()} == expected
-    (row,) = measure_explorers(["coverage_explorer"], rounds=1)
-    swept = 2 * sum(len(values) for values in expected.values())  # to each extreme and back
-    assert swept + 1 <= row["changes"] <= swept + 1 + 2 * len(expected)  # + the worst corner
-    assert row["errors"] is None  # back at the defaults
-    assert any("at most 4" in message for message in row["messages"])  # eight dilations: refused, shown
-    assert 0 < row["median_change_s"] <= row["worst_single_change_s"]
-    assert 0 < row["slowest_change_s"] <= row["worst_single_change_s"]
-    assert row["slowest_setting"]
-    table = format_timings([row])
-    assert "coverage_explorer" in table and "slowest setting" in table
