@@ -36,7 +36,7 @@ import torch
 from ._checks import check_head_dilations, check_kernel_size, check_padding, check_qkv, check_scale
 from .ops import choose_impl, impl_names
 from .ops.registry import ImplChoice, explain_choice, get_impl
-from .ops.reference import NAIVE_MAX_STEPS
+from .ops.reference import NAIVE_MAX_STEPS, head_runs
 
 __all__ = ["swda", "explain_impl", "SWDA_IMPLS", "ALL_IMPLS", "NAIVE_MAX_STEPS", "check_impl"]
 
@@ -93,17 +93,6 @@ def _autocast_inputs(q, k, v):
     return q.to(common), k.to(common), v.to(common)
 
 
-def _head_runs(dilation: tuple[int, ...]) -> list[tuple[int, int, int]]:
-    """(first head, end head, dilation) of each run of consecutive heads with one dilation."""
-    runs = []
-    for head, r in enumerate(dilation):
-        if runs and runs[-1][2] == r:
-            runs[-1] = (runs[-1][0], head + 1, r)
-        else:
-            runs.append((head, head + 1, r))
-    return runs
-
-
 def swda(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -150,7 +139,7 @@ def swda(
     if isinstance(dilation, int) or chosen.per_head_dilation:
         out = chosen.forward(q, k, v, kernel_size, dilation, padding, scale)
     else:  # one call per run of heads that share a dilation; each a view of the heads
-        runs = _head_runs(dilation)
+        runs = head_runs(dilation)
         sizes = [b - a for a, b, _ in runs]
         # split, not q[:, a:b]: its backward is one concatenation, where each slice's
         # would be a zero-filled tensor the size of q, summed

@@ -266,13 +266,34 @@ def test_operators_compute_halves_in_float32_and_pass_opcheck(name):
         compiled_or_skip()
     op = getattr(torch.ops.dilate_lab, name)
     q, k, v = (make((1, 2, 4, 5, 8), seed) for seed in (18, 19, 20))
-    extra = (True,) if name == "swda_cpp" else ()
-    out, _ = op(q.bfloat16(), k.bfloat16(), v.bfloat16(), 3, 1, False, 0.5, *extra)
+    cpp = name == "swda_cpp"
+    extra = (True,) if cpp else ()
+    one, two = ([1, 1], [2, 2]) if cpp else (1, 2)  # "cpp" takes one dilation per head
+    out, _ = op(q.bfloat16(), k.bfloat16(), v.bfloat16(), 3, one, False, 0.5, *extra)
     assert out.dtype == torch.bfloat16
     expected = dense_swda(*(t.bfloat16().double() for t in (q, k, v)), 3, 1, scale=0.5)
     torch.testing.assert_close(out.double(), expected, rtol=1e-2, atol=1e-2)
     args = [t.double().requires_grad_(True) for t in (q, k, v)]
-    torch.library.opcheck(op.default, (*args, 3, 2, True, 0.5, *extra))
+    torch.library.opcheck(op.default, (*args, 3, two, True, 0.5, *extra))
+
+
+def test_cpp_operator_reads_strided_heads_with_their_own_dilations():
+    """MSDA's call: q, k, v are views of one channels-last (B, H, W, 3*C) projection, each
+    head with its dilation; out comes back channels-last. Checked against the dense
+    reference per head, and the operator against its fake kernel, autograd and compile."""
+    compiled_or_skip()
+    B, H, W, heads, d = 2, 6, 7, 3, 8
+    qkv = make((B, H, W, 3 * heads * d), 21).double()
+    q, k, v = qkv.unflatten(3, (3, heads, d)).permute(3, 0, 4, 1, 2, 5).unbind(0)  # each B, heads, H, W, d
+    dilations = [1, 2, 3]
+    out, _ = torch.ops.dilate_lab.swda_cpp(q, k, v, 3, dilations, False, 0.5, True)
+    assert out.permute(0, 2, 3, 1, 4).is_contiguous()  # B, H, W, heads, d: channels-last
+    for head, r in enumerate(dilations):
+        expected = dense_swda(*(t[:, head : head + 1] for t in (q, k, v)), 3, r, scale=0.5)
+        torch.testing.assert_close(out[:, head : head + 1], expected)
+    leaf = qkv.clone().requires_grad_(True)
+    args = leaf.unflatten(3, (3, heads, d)).permute(3, 0, 4, 1, 2, 5).unbind(0)
+    torch.library.opcheck(torch.ops.dilate_lab.swda_cpp.default, (*args, 3, dilations, True, 0.5, True))
 
 
 # ---------------------------------------------------------------------------

@@ -144,8 +144,8 @@ class MultiDilateAttention(nn.Module):
 
     def _takes_per_head_dilations(self, qkv: torch.Tensor) -> bool:
         """Whether the implementation ``swda`` will run takes one dilation per head in one
-        call (``"triton"``, strided inputs and all). Others (``"cpp"``) would split the call
-        per dilation themselves, slicing and copying q, k and v, then concatenating."""
+        call, reading q, k, v where they are (``"cpp"``, ``"triton"``). Others would split
+        the call per dilation themselves, then concatenate."""
         q = qkv[..., : self.head_dim].unsqueeze(1)  # B, 1, H, W, d (a view; only its kind matters)
         try:
             chosen = choose_impl(q, q, q, self.kernel_size, self.dilation[0], self.padding, self.impl)
@@ -165,15 +165,12 @@ class MultiDilateAttention(nn.Module):
         return out.permute(0, 2, 3, 1, 4).reshape(B, H, W, self.dim)  # B, H, W, C
 
     def _attend_per_group(self, qkv: torch.Tensor) -> torch.Tensor:
-        """One ``swda`` call per dilation group, on q, k, v that the kernel reads as they are.
+        """One ``swda`` call per dilation group, for the implementations that take one
+        dilation per call (``"fused"``, ``"unfold"``, ``"shift"``, ``"flex"``).
 
-        A kernel that reads raw memory (``"cpp"``) wants each of q, k, v contiguous;
-        the convolution's channels-last output is not. One permuting copy of qkv lays
-        every group's q, k and v out contiguously (the kernel's own ``.contiguous()``
-        calls are then free); the groups' outputs meet in one concatenation, which is
-        also the permute back to channels-last. One ``swda`` call with per-head
-        dilations would, for such a kernel, copy the same q, k, v slices, concatenate
-        the outputs per head, and permute them once more.
+        One permuting copy of qkv lays every group's q, k and v out contiguously, which
+        is what these implementations read fastest; the groups' outputs meet in one
+        concatenation, which is also the permute back to channels-last.
         """
         B, H, W, _ = qkv.shape
         groups, heads = self.num_dilation, self.num_heads // self.num_dilation

@@ -63,7 +63,7 @@ import torch
 
 from ..geometry import inside_mask
 from ..tracing import record
-from .reference import swda_shift
+from .reference import swda_shift, swda_shift_heads
 from .registry import is_plain_tensor, register
 
 __all__ = ["swda_fused", "backward_by_recomputing", "eager_without_graph", "compute_dtype", "in_compute_dtype"]
@@ -340,7 +340,10 @@ def backward_by_recomputing(ctx, grad_out):
         for saved in (q, k, v):
             view = saved.view(shape)  # B, heads, H, W, d
             views.append(view if view.requires_grad else view.detach().requires_grad_(True))
-        out = swda_shift(*views, kernel_size, dilation, ctx.padding, scale)
+        if isinstance(dilation, (list, tuple)):  # one per head ("cpp")
+            out = swda_shift_heads(*views, kernel_size, dilation, ctx.padding, scale)
+        else:
+            out = swda_shift(*views, kernel_size, dilation, ctx.padding, scale)
         grads = torch.autograd.grad(
             out, [views[i] for i in wanted], grad_out, create_graph=create_graph, allow_unused=True
         )

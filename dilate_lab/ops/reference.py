@@ -20,7 +20,10 @@ from ..geometry import inside_mask
 from ..tracing import record
 from .registry import register
 
-__all__ = ["swda_naive", "swda_unfold", "swda_shift", "shifted_views", "unfold_windows", "NAIVE_MAX_STEPS"]
+__all__ = [
+    "swda_naive", "swda_unfold", "swda_shift", "swda_shift_heads", "shifted_views", "unfold_windows",
+    "head_runs", "NAIVE_MAX_STEPS",
+]
 
 NAIVE_MAX_STEPS = 100_000
 """The naive loop refuses a call with more than this many (pixel, offset) steps,
@@ -123,6 +126,30 @@ def swda_shift(q, k, v, kernel_size, dilation, padding, scale, dropout=None):
         term = attn[..., o : o + 1] * v_shift  # B, heads, H, W, d
         out = term if out is None else out + term
     return out
+
+
+def head_runs(dilations) -> list[tuple[int, int, int]]:
+    """(first head, end head, dilation) of each run of consecutive heads with one dilation."""
+    runs = []
+    for head, r in enumerate(dilations):
+        if runs and runs[-1][2] == r:
+            runs[-1] = (runs[-1][0], head + 1, r)
+        else:
+            runs.append((head, head + 1, r))
+    return runs
+
+
+def swda_shift_heads(q, k, v, kernel_size, dilations, padding, scale):
+    """``swda_shift`` with one dilation per head: one call per run of heads that share one.
+
+    The heads are taken apart with ``split`` (whose backward is one concatenation), not
+    by slicing (each slice's backward would be a zero-filled tensor the size of q)."""
+    runs = head_runs(dilations)
+    sizes = [b - a for a, b, _ in runs]
+    parts = zip(q.split(sizes, dim=1), k.split(sizes, dim=1), v.split(sizes, dim=1), runs)
+    return torch.cat(
+        [swda_shift(qr, kr, vr, kernel_size, r, padding, scale) for qr, kr, vr, (_, _, r) in parts], dim=1
+    )  # B, heads, H, W, d
 
 
 def _naive_can_run(q, k, v, kernel_size, dilation, padding):

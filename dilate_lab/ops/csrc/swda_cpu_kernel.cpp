@@ -1,8 +1,11 @@
 // Sliding Window Dilated Attention on the CPU: one pass over q, k and v.
 //
 // Built at first use by dilate_lab/ops/cpp_build.py (torch.utils.cpp_extension).
-// q, k, v, out and the gradients are contiguous (B, heads, H, W, d): a table of
-// pixel rows, pixel (image, i, j) at row (image*H + i)*W + j, image = b*heads + h.
+// q, k, v, out and the gradients are (B, heads, H, W, d) with any strides but the last:
+// each is a Plane, pixel (image, i, j) of image = b*heads + h at b*sB + h*sh + i*sy + j*sx,
+// its d channels side by side. So q, k and v can be read where MSDA's qkv projection put
+// them, channels-last (B, H, W, 3, heads, d), with no copy; out and the gradients are
+// written in the layout of q. Each head has its own dilation (MSDA's groups, one call).
 // The weights are stored (B, heads, H, k*k, W): for each image row, one line of W
 // weights per window position o = a*k + b, so that the softmax runs along lines.
 //
@@ -46,6 +49,7 @@ constexpr int64_t kLanes = 8;
 
 struct Geometry {
   int64_t images;  // B * heads
+  int64_t heads;
   int64_t height;
   int64_t width;
   int64_t dim;  // head_dim
@@ -60,6 +64,26 @@ struct Geometry {
   // offset of window row a (or column b) from the query, in pixels
   int64_t step(int64_t a) const { return (a - kernel / 2) * dilation; }
 };
+
+// Where one (B, heads, H, W, d) tensor's pixels are: strides in elements; channels at stride 1.
+struct Plane {
+  int64_t heads, batch, head, row, pixel;
+  // offset of pixel row i of image (= b*heads + h)
+  int64_t at(int64_t image, int64_t i) const {
+    return (image / heads) * batch + (image % heads) * head + i * row;
+  }
+};
+
+Plane plane_of(const torch::Tensor& t) {
+  return Plane{t.size(1), t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+}
+
+// The geometry of one image: its head's dilation.
+Geometry of_image(const Geometry& g, const std::vector<int64_t>& dilations, int64_t image) {
+  Geometry gi = g;
+  gi.dilation = dilations[image % g.heads];
+  return gi;
+}
 
 // Kernel sizes beyond this are refused (k = 31 is already 961 positions per query).
 constexpr int64_t kMaxKernel = 63;
@@ -202,7 +226,7 @@ inline Lanes<T> lane_sums(const Lanes<T>* p) {
 // or NaN where q holds an inf or NaN, exactly as nn.Unfold's zero padding; otherwise
 // such a key gets the constant `beyond` (-inf for "mask", 0 for the backward's da).
 template <typename T, int64_t D, int64_t K, bool Interior>
-inline void query_logits(const T* __restrict q_j, const T* const* k_rows, int64_t j,
+inline void query_logits(const T* __restrict q_j, const T* const* k_rows, int64_t kx, int64_t j,
                          const Geometry& g, T scale, T beyond, bool zero_keys,
                          T* __restrict lines) {
   const int64_t W = g.width, d = D > 0 ? D : g.dim, ks = K > 0 ? K : g.kernel;
@@ -229,7 +253,7 @@ inline void query_logits(const T* __restrict q_j, const T* const* k_rows, int64_
         const int64_t jj = j + (b - half) * r, o = a * K + b;
         inside[o] = Interior || (k_row != nullptr && jj >= 0 && jj < W);
         if (!inside[o]) continue;
-        const T* __restrict key = k_row + jj * D;
+        const T* __restrict key = k_row + jj * kx;
         Lanes<T> part = q_lanes[0] * load_lanes(key);
         for (int64_t c = 1; c < D / kLanes; ++c) part += q_lanes[c] * load_lanes(key + c * kLanes);
         parts[o] = part;
@@ -253,14 +277,14 @@ inline void query_logits(const T* __restrict q_j, const T* const* k_rows, int64_
       for (int64_t b = 0; b < ks; ++b) {
         const int64_t jj = j + (b - half) * r;
         const bool inside = Interior || (k_row != nullptr && jj >= 0 && jj < W);
-        lines[(a * ks + b) * S] = inside ? scaled_dot<T, D>(scale, q_j, k_row + jj * d, d) : beyond;
+        lines[(a * ks + b) * S] = inside ? scaled_dot<T, D>(scale, q_j, k_row + jj * kx, d) : beyond;
       }
     }
   }
 }
 
 template <typename T, int64_t D, int64_t K, bool Interior>
-inline void query_output(const T* __restrict lines, const T* const* v_rows, int64_t j,
+inline void query_output(const T* __restrict lines, const T* const* v_rows, int64_t vx, int64_t j,
                          const Geometry& g, T* __restrict out_j) {
   const int64_t W = g.width, d = D > 0 ? D : g.dim, ks = K > 0 ? K : g.kernel;
   const int64_t S = g.stride();
@@ -275,7 +299,7 @@ inline void query_output(const T* __restrict lines, const T* const* v_rows, int6
         const int64_t jj = j + (b - half) * r;
         if (!Interior && (jj < 0 || jj >= W)) continue;
         const T w = lines[(a * ks + b) * S];
-        const T* __restrict value = v_row + jj * D;
+        const T* __restrict value = v_row + jj * vx;
         for (int64_t c = 0; c < D / kLanes; ++c) sum[c] += w * load_lanes(value + c * kLanes);
       }
     }
@@ -287,7 +311,7 @@ inline void query_output(const T* __restrict lines, const T* const* v_rows, int6
       if (v_row == nullptr) continue;
       for (int64_t b = 0; b < ks; ++b) {
         const int64_t jj = j + (b - half) * r;
-        if (jj >= 0 && jj < W) add_scaled<T, D>(lines[(a * ks + b) * S], v_row + jj * d, out_j, d);
+        if (jj >= 0 && jj < W) add_scaled<T, D>(lines[(a * ks + b) * S], v_row + jj * vx, out_j, d);
       }
     }
   }
@@ -307,9 +331,17 @@ void by_border(const Geometry& g, const Rows& rows, const F& f) {
   f(std::false_type(), last, W);
 }
 
+// The tensors of one call, each with its Plane.
+template <typename T>
+struct Tensors {
+  const T* q; Plane pq;
+  const T* k; Plane pk;
+  const T* v; Plane pv;
+};
+
 template <typename T, int64_t D, int64_t K>
-void forward_rows(const T* q, const T* k, const T* v, T* out, T* weights, const Geometry& g,
-                  T scale) {
+void forward_rows(const Tensors<T>& in, T* out, Plane po, T* weights, const Geometry& g,
+                  const std::vector<int64_t>& dilations, T scale) {
   const int64_t H = g.height, W = g.width, d = D > 0 ? D : g.dim, kk = g.positions();
   const int64_t S = g.stride();
   const T beyond = g.mask ? -std::numeric_limits<T>::infinity() : T(0);
@@ -317,33 +349,35 @@ void forward_rows(const T* q, const T* k, const T* v, T* out, T* weights, const 
     std::vector<T> scratch(weights == nullptr ? kk * S : 0);  // the lines, when not kept
     for (int64_t unit = begin; unit < end; ++unit) {  // unit = image*H + i: one image row
       const int64_t image = unit / H, i = unit % H;
-      const T* q_row = q + unit * W * d;
+      const Geometry gi = of_image(g, dilations, image);
+      const T* q_row = in.q + in.pq.at(image, i);
       T* lines = weights != nullptr ? weights + unit * kk * S : scratch.data();  // k*k, S
       // logits, one query at a time (its q stays in registers)
       const T* k_rows[kMaxKernel];  // the key row of each window row; nullptr beyond the border
-      for (int64_t a = 0; a < g.kernel; ++a) {
-        const int64_t ii = i + g.step(a);
-        k_rows[a] = (ii >= 0 && ii < H) ? k + (image * H + ii) * W * d : nullptr;
+      for (int64_t a = 0; a < gi.kernel; ++a) {
+        const int64_t ii = i + gi.step(a);
+        k_rows[a] = (ii >= 0 && ii < H) ? in.k + in.pk.at(image, ii) : nullptr;
       }
       // queries whose whole window is on the map take a copy of the code without checks
-      by_border(g, k_rows, [&](auto interior, int64_t from, int64_t to) {
+      by_border(gi, k_rows, [&](auto interior, int64_t from, int64_t to) {
         for (int64_t j = from; j < to; ++j)
-          query_logits<T, D, K, decltype(interior)::value>(q_row + j * d, k_rows, j, g, scale,
-                                                           beyond, !g.mask, lines + j);
+          query_logits<T, D, K, decltype(interior)::value>(q_row + j * in.pq.pixel, k_rows,
+                                                           in.pk.pixel, j, gi, scale, beyond,
+                                                           !gi.mask, lines + j);
       });
       for (int64_t o = 0; o < kk; ++o) std::fill(lines + o * S + W, lines + (o + 1) * S, T(0));
-      softmax_lines(lines, g);
+      softmax_lines(lines, gi);
       // weighted sum of values, one query at a time (its output stays in registers)
       const T* v_rows[kMaxKernel];
-      for (int64_t a = 0; a < g.kernel; ++a) {
-        const int64_t ii = i + g.step(a);
-        v_rows[a] = (ii >= 0 && ii < H) ? v + (image * H + ii) * W * d : nullptr;
+      for (int64_t a = 0; a < gi.kernel; ++a) {
+        const int64_t ii = i + gi.step(a);
+        v_rows[a] = (ii >= 0 && ii < H) ? in.v + in.pv.at(image, ii) : nullptr;
       }
-      T* out_row = out + unit * W * d;
-      by_border(g, v_rows, [&](auto interior, int64_t from, int64_t to) {
+      T* out_row = out + po.at(image, i);
+      by_border(gi, v_rows, [&](auto interior, int64_t from, int64_t to) {
         for (int64_t j = from; j < to; ++j)
-          query_output<T, D, K, decltype(interior)::value>(lines + j, v_rows, j, g,
-                                                           out_row + j * d);
+          query_output<T, D, K, decltype(interior)::value>(lines + j, v_rows, in.pv.pixel, j, gi,
+                                                           out_row + j * po.pixel);
       });
     }
   });
@@ -352,10 +386,11 @@ void forward_rows(const T* q, const T* k, const T* v, T* out, T* weights, const 
 // dk_j and dv_j of key j of an image row: summed over the queries whose windows hold
 // it. Query of window position o = (a, b): row q_rows[a] (nullptr beyond the border),
 // column j - (b - k//2) r; its line o of dl / w is dl_rows[a] + o*S / w_rows[a] + o*S.
+// qx, gx: the pixel strides of q and of the output's gradient.
 template <typename T, int64_t D, int64_t K, bool Interior>
-inline void key_gradients(int64_t j, const T* const* q_rows, const T* const* g_rows,
-                          const T* const* dl_rows, const T* const* w_rows, const Geometry& g,
-                          T* __restrict dk_j, T* __restrict dv_j) {
+inline void key_gradients(int64_t j, const T* const* q_rows, int64_t qx, const T* const* g_rows,
+                          int64_t gx, const T* const* dl_rows, const T* const* w_rows,
+                          const Geometry& g, T* __restrict dk_j, T* __restrict dv_j) {
   const int64_t W = g.width, d = D > 0 ? D : g.dim, ks = K > 0 ? K : g.kernel;
   const int64_t S = g.stride();
   const int64_t r = g.dilation, half = ks / 2;
@@ -367,8 +402,8 @@ inline void key_gradients(int64_t j, const T* const* q_rows, const T* const* g_r
         const int64_t jq = j - (b - half) * r, o = a * ks + b;
         if (!Interior && (jq < 0 || jq >= W)) continue;
         const T dl = dl_rows[a][o * S + jq], w = w_rows[a][o * S + jq];
-        const T* __restrict query = q_rows[a] + jq * D;
-        const T* __restrict grad = g_rows[a] + jq * D;
+        const T* __restrict query = q_rows[a] + jq * qx;
+        const T* __restrict grad = g_rows[a] + jq * gx;
         for (int64_t c = 0; c < D / kLanes; ++c) {
           dk[c] += dl * load_lanes(query + c * kLanes);
           dv[c] += w * load_lanes(grad + c * kLanes);
@@ -387,17 +422,25 @@ inline void key_gradients(int64_t j, const T* const* q_rows, const T* const* g_r
       for (int64_t b = 0; b < ks; ++b) {
         const int64_t jq = j - (b - half) * r, o = a * ks + b;
         if (jq < 0 || jq >= W) continue;
-        add_scaled<T, D>(dl_rows[a][o * S + jq], q_rows[a] + jq * d, dk_j, d);
-        add_scaled<T, D>(w_rows[a][o * S + jq], g_rows[a] + jq * d, dv_j, d);
+        add_scaled<T, D>(dl_rows[a][o * S + jq], q_rows[a] + jq * qx, dk_j, d);
+        add_scaled<T, D>(w_rows[a][o * S + jq], g_rows[a] + jq * gx, dv_j, d);
       }
     }
   }
 }
 
+// The gradients' tensors: written in the planes of q, k and v.
+template <typename T>
+struct Gradients {
+  T* q; Plane pq;
+  T* k; Plane pk;
+  T* v; Plane pv;
+};
+
 template <typename T, int64_t D, int64_t K>
-void backward_rows(const T* q, const T* k, const T* v, const T* weights, const T* grad_out,
-                   T* grad_q, T* grad_k, T* grad_v, T* grad_logits, const Geometry& g,
-                   T scale) {
+void backward_rows(const Tensors<T>& in, const T* weights, const T* grad_out, Plane pg,
+                   const Gradients<T>& grads, T* grad_logits, const Geometry& g,
+                   const std::vector<int64_t>& dilations, T scale) {
   const int64_t H = g.height, W = g.width, d = D > 0 ? D : g.dim, kk = g.positions();
   const int64_t S = g.stride();
   // pass 1, per query row: the gradient of the logits, and dq
@@ -405,22 +448,24 @@ void backward_rows(const T* q, const T* k, const T* v, const T* weights, const T
     std::vector<T> expected(W);  // sum_p w_p da_p
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t image = unit / H, i = unit % H;
-      const T* g_row = grad_out + unit * W * d;
+      const Geometry gi = of_image(g, dilations, image);
+      const T* g_row = grad_out + pg.at(image, i);
       const T* w_lines = weights + unit * kk * S;  // k*k, S
       T* dl_lines = grad_logits + unit * kk * S;   // k*k, S: first da, then dl
       const T* k_rows[kMaxKernel];
       const T* v_rows[kMaxKernel];
-      for (int64_t a = 0; a < g.kernel; ++a) {
-        const int64_t ii = i + g.step(a);
+      for (int64_t a = 0; a < gi.kernel; ++a) {
+        const int64_t ii = i + gi.step(a);
         const bool inside = ii >= 0 && ii < H;
-        k_rows[a] = inside ? k + (image * H + ii) * W * d : nullptr;
-        v_rows[a] = inside ? v + (image * H + ii) * W * d : nullptr;
+        k_rows[a] = inside ? in.k + in.pk.at(image, ii) : nullptr;
+        v_rows[a] = inside ? in.v + in.pv.at(image, ii) : nullptr;
       }
       // da_o = g . v_o: the logits' computation with g for q and v for k (0 beyond the border)
-      by_border(g, v_rows, [&](auto interior, int64_t from, int64_t to) {
+      by_border(gi, v_rows, [&](auto interior, int64_t from, int64_t to) {
         for (int64_t j = from; j < to; ++j)
-          query_logits<T, D, K, decltype(interior)::value>(g_row + j * d, v_rows, j, g, T(1),
-                                                           T(0), false, dl_lines + j);
+          query_logits<T, D, K, decltype(interior)::value>(g_row + j * pg.pixel, v_rows,
+                                                           in.pv.pixel, j, gi, T(1), T(0), false,
+                                                           dl_lines + j);
       });
       std::fill(expected.begin(), expected.end(), T(0));
       for (int64_t o = 0; o < kk; ++o) {
@@ -436,11 +481,11 @@ void backward_rows(const T* q, const T* k, const T* v, const T* weights, const T
         for (int64_t j = 0; j < W; ++j) dl[j] = scale * w[j] * (dl[j] - expected[j]);
       }
       // dq_j = sum_o dl_o k_o: the weighted sum of the forward, with dl for w and k for v
-      T* dq_row = grad_q + unit * W * d;
-      by_border(g, k_rows, [&](auto interior, int64_t from, int64_t to) {
+      T* dq_row = grads.q + grads.pq.at(image, i);
+      by_border(gi, k_rows, [&](auto interior, int64_t from, int64_t to) {
         for (int64_t j = from; j < to; ++j)
-          query_output<T, D, K, decltype(interior)::value>(dl_lines + j, k_rows, j, g,
-                                                           dq_row + j * d);
+          query_output<T, D, K, decltype(interior)::value>(dl_lines + j, k_rows, in.pk.pixel, j,
+                                                           gi, dq_row + j * grads.pq.pixel);
       });
     }
   });
@@ -448,25 +493,27 @@ void backward_rows(const T* q, const T* k, const T* v, const T* weights, const T
   at::parallel_for(0, g.images * H, rows_per_task(W, kk, d), [&](int64_t begin, int64_t end) {
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t image = unit / H, i = unit % H;
+      const Geometry gi = of_image(g, dilations, image);
       const T* q_rows[kMaxKernel];
       const T* g_rows[kMaxKernel];
       const T* dl_rows[kMaxKernel];
       const T* w_rows[kMaxKernel];
-      for (int64_t a = 0; a < g.kernel; ++a) {
-        const int64_t qi = i - g.step(a);  // the query row that sees this row at window row a
+      for (int64_t a = 0; a < gi.kernel; ++a) {
+        const int64_t qi = i - gi.step(a);  // the query row that sees this row at window row a
         const bool inside = qi >= 0 && qi < H;
         const int64_t query_unit = image * H + qi;
-        q_rows[a] = inside ? q + query_unit * W * d : nullptr;
-        g_rows[a] = inside ? grad_out + query_unit * W * d : nullptr;
+        q_rows[a] = inside ? in.q + in.pq.at(image, qi) : nullptr;
+        g_rows[a] = inside ? grad_out + pg.at(image, qi) : nullptr;
         dl_rows[a] = inside ? grad_logits + query_unit * kk * S : nullptr;
         w_rows[a] = inside ? weights + query_unit * kk * S : nullptr;
       }
-      T* dk_row = grad_k + unit * W * d;
-      T* dv_row = grad_v + unit * W * d;
-      by_border(g, q_rows, [&](auto interior, int64_t from, int64_t to) {
+      T* dk_row = grads.k + grads.pk.at(image, i);
+      T* dv_row = grads.v + grads.pv.at(image, i);
+      by_border(gi, q_rows, [&](auto interior, int64_t from, int64_t to) {
         for (int64_t j = from; j < to; ++j)
-          key_gradients<T, D, K, decltype(interior)::value>(j, q_rows, g_rows, dl_rows, w_rows, g,
-                                                            dk_row + j * d, dv_row + j * d);
+          key_gradients<T, D, K, decltype(interior)::value>(
+              j, q_rows, in.pq.pixel, g_rows, pg.pixel, dl_rows, w_rows, gi,
+              dk_row + j * grads.pk.pixel, dv_row + j * grads.pv.pixel);
       });
     }
   });
@@ -499,33 +546,56 @@ void with_sizes(const Geometry& g, const F& f) {
   });
 }
 
-Geometry geometry_of(const torch::Tensor& q, int64_t kernel, int64_t dilation, bool mask) {
+Geometry geometry_of(const torch::Tensor& q, int64_t kernel, const std::vector<int64_t>& dilations,
+                     bool mask) {
   TORCH_CHECK(q.dim() == 5, "q must be (B, heads, H, W, head_dim)");
-  TORCH_CHECK(q.is_contiguous(), "q must be contiguous");
-  TORCH_CHECK(kernel >= 1 && kernel % 2 == 1 && kernel <= kMaxKernel && dilation >= 1,
-              "kernel_size must be odd, in [1, ", kMaxKernel, "], and dilation positive");
-  return Geometry{q.size(0) * q.size(1), q.size(2), q.size(3), q.size(4), kernel, dilation, mask};
+  TORCH_CHECK(kernel >= 1 && kernel % 2 == 1 && kernel <= kMaxKernel,
+              "kernel_size must be odd, in [1, ", kMaxKernel, "]");
+  TORCH_CHECK(static_cast<int64_t>(dilations.size()) == q.size(1),
+              "dilations must hold one dilation per head");
+  for (int64_t r : dilations) TORCH_CHECK(r >= 1, "every dilation must be positive");
+  return Geometry{q.size(0) * q.size(1), q.size(1), q.size(2), q.size(3), q.size(4), kernel,
+                  dilations[0], mask};
 }
 
 void check_like(const torch::Tensor& t, const torch::Tensor& q, const char* name) {
-  TORCH_CHECK(t.sizes() == q.sizes() && t.scalar_type() == q.scalar_type() && t.is_contiguous()
-                  && t.device() == q.device(),
-              name, " must be contiguous and have the shape, dtype and device of q");
+  TORCH_CHECK(t.sizes() == q.sizes() && t.scalar_type() == q.scalar_type() && t.device() == q.device()
+                  && (t.size(4) == 1 || t.stride(4) == 1),
+              name, " must have the shape, dtype and device of q, its channels side by side");
 }
 
-// Returns (out, weights): out (B, heads, H, W, d), weights (B, heads, H, k*k, stride)
-// (stride: W rounded up to a multiple of kLanes; entries from W on are padding), or
-// an empty tensor without keep_weights (inference: the lines then live in a per-thread
-// scratch buffer of one image row's k*k lines -- in the L1 cache for k = 3 -- and nothing
-// k*k-sized reaches memory).
+// A new tensor like t in the order of its pixels: (B, H, W, heads, d) in memory when t's
+// heads sit inside its pixels (a view of a channels-last projection), else contiguous
+// (B, heads, H, W, d). The same rule as _like_layout in ops/cpp.py, the operator's fake.
+torch::Tensor empty_in_layout_of(const torch::Tensor& t, at::ScalarType dtype) {
+  if (t.size(1) > 1 && t.stride(1) < t.stride(3)) {
+    return torch::empty({t.size(0), t.size(2), t.size(3), t.size(1), t.size(4)},
+                        t.options().dtype(dtype))
+        .permute({0, 3, 1, 2, 4});
+  }
+  return torch::empty(t.sizes(), t.options().dtype(dtype));
+}
+
+template <typename T>
+Tensors<T> inputs_of(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+  return Tensors<T>{q.data_ptr<T>(), plane_of(q), k.data_ptr<T>(), plane_of(k),
+                    v.data_ptr<T>(), plane_of(v)};
+}
+
+// Returns (out, weights): out (B, heads, H, W, d) in the layout of q, weights (B, heads, H,
+// k*k, stride) (stride: W rounded up to a multiple of kLanes; entries from W on are
+// padding), or an empty tensor without keep_weights (inference: the lines then live in a
+// per-thread scratch buffer of one image row's k*k lines -- in the L1 cache for k = 3 --
+// and nothing k*k-sized reaches memory). dilations: one per head.
 std::vector<torch::Tensor> swda_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v,
-                                        int64_t kernel, int64_t dilation, bool mask,
+                                        int64_t kernel, std::vector<int64_t> dilations, bool mask,
                                         double scale, bool keep_weights) {
   TORCH_CHECK(q.device().is_cpu(), "q must be on the CPU");
-  const Geometry g = geometry_of(q, kernel, dilation, mask);
+  check_like(q, q, "q");
   check_like(k, q, "k");
   check_like(v, q, "v");
-  auto out = torch::empty_like(q);
+  const Geometry g = geometry_of(q, kernel, dilations, mask);
+  auto out = empty_in_layout_of(q, q.scalar_type());
   auto weights = keep_weights
                      ? torch::empty({q.size(0), q.size(1), q.size(2), kernel * kernel, g.stride()},
                                     q.options())
@@ -533,38 +603,41 @@ std::vector<torch::Tensor> swda_forward(torch::Tensor q, torch::Tensor k, torch:
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "swda_forward", [&] {
     with_sizes(g, [&](auto head_dim, auto kernel_size) {
       forward_rows<scalar_t, decltype(head_dim)::value, decltype(kernel_size)::value>(
-          q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
-          out.data_ptr<scalar_t>(), keep_weights ? weights.data_ptr<scalar_t>() : nullptr, g,
+          inputs_of<scalar_t>(q, k, v), out.data_ptr<scalar_t>(), plane_of(out),
+          keep_weights ? weights.data_ptr<scalar_t>() : nullptr, g, dilations,
           static_cast<scalar_t>(scale));
     });
   });
   return {out, weights};
 }
 
-// Returns (grad_q, grad_k, grad_v).
+// Returns (grad_q, grad_k, grad_v), each in the layout of q, k and v.
 std::vector<torch::Tensor> swda_backward(torch::Tensor q, torch::Tensor k, torch::Tensor v,
                                          torch::Tensor weights, torch::Tensor grad_out,
-                                         int64_t kernel, int64_t dilation, bool mask,
-                                         double scale) {
+                                         int64_t kernel, std::vector<int64_t> dilations,
+                                         bool mask, double scale) {
   TORCH_CHECK(q.device().is_cpu(), "q must be on the CPU");
-  const Geometry g = geometry_of(q, kernel, dilation, mask);
+  check_like(q, q, "q");
   check_like(k, q, "k");
   check_like(v, q, "v");
   check_like(grad_out, q, "grad_out");
+  const Geometry g = geometry_of(q, kernel, dilations, mask);
   TORCH_CHECK(weights.is_contiguous() && weights.scalar_type() == q.scalar_type()
                   && weights.numel() == g.images * g.height * g.stride() * kernel * kernel,
               "weights must be the contiguous (B, heads, H, k*k, stride) weights of the forward");
-  auto grad_q = torch::empty_like(q);
-  auto grad_k = torch::empty_like(q);
-  auto grad_v = torch::empty_like(q);
+  auto grad_q = empty_in_layout_of(q, q.scalar_type());
+  auto grad_k = empty_in_layout_of(k, q.scalar_type());
+  auto grad_v = empty_in_layout_of(v, q.scalar_type());
   auto grad_logits = torch::empty_like(weights);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "swda_backward", [&] {
     with_sizes(g, [&](auto head_dim, auto kernel_size) {
+      const Gradients<scalar_t> grads{grad_q.data_ptr<scalar_t>(), plane_of(grad_q),
+                                      grad_k.data_ptr<scalar_t>(), plane_of(grad_k),
+                                      grad_v.data_ptr<scalar_t>(), plane_of(grad_v)};
       backward_rows<scalar_t, decltype(head_dim)::value, decltype(kernel_size)::value>(
-          q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
-          weights.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(),
-          grad_q.data_ptr<scalar_t>(), grad_k.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>(),
-          grad_logits.data_ptr<scalar_t>(), g, static_cast<scalar_t>(scale));
+          inputs_of<scalar_t>(q, k, v), weights.data_ptr<scalar_t>(),
+          grad_out.data_ptr<scalar_t>(), plane_of(grad_out), grads,
+          grad_logits.data_ptr<scalar_t>(), g, dilations, static_cast<scalar_t>(scale));
     });
   });
   return {grad_q, grad_k, grad_v};
@@ -573,6 +646,6 @@ std::vector<torch::Tensor> swda_backward(torch::Tensor q, torch::Tensor k, torch
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &swda_forward, "SWDA forward: (out, weights (B, heads, H, k*k, W rounded up to a multiple of 8))");
+  m.def("forward", &swda_forward, "SWDA forward, one dilation per head: (out, weights (B, heads, H, k*k, W rounded up to a multiple of 8))");
   m.def("backward", &swda_backward, "SWDA backward: (grad_q, grad_k, grad_v)");
 }
