@@ -157,7 +157,10 @@ class MultiDilateAttention(nn.Module):
         """Every group in one ``swda`` call, reading q, k, v where the convolution put them."""
         B, H, W, _ = qkv.shape
         qkv = qkv.unflatten(3, (3, self.num_heads, self.head_dim))  # B, H, W, 3, heads, d (a view)
-        q, k, v = qkv.permute(3, 0, 4, 1, 2, 5).unbind(0)  # each B, heads, H, W, d (views)
+        # unbind at dim 3, then permute: backward stacks the gradients (each laid out
+        # B, H, W, heads, d, as the kernel writes them) straight into qkv's own layout, one
+        # plain copy; unbinding a permuted qkv would stack them transposed, then copy again.
+        q, k, v = (t.permute(0, 3, 1, 2, 4) for t in qkv.unbind(3))  # each B, heads, H, W, d (views)
         out = swda(
             q, k, v, self.kernel_size, self.head_dilations,
             padding=self.padding, scale=self.scale, impl=self.impl,
