@@ -1,5 +1,6 @@
-"""Lesson 05's exercises: the receptive field of stacked windows, and the feature-map
-sizes through DilateFormer's stages.
+"""Lesson 05's exercises: the receptive field of stacked windows, the feature-map
+sizes through DilateFormer's stages, and a DilateBlock assembled from the learner's
+own pieces (its checker lives in ``block``).
 
 In a notebook::
 
@@ -9,7 +10,8 @@ In a notebook::
     lesson05.stage_shapes.solution()               # the worked answer
 
 The expected shapes are measured on a real ``DilateFormer`` on the meta device,
-not computed by a formula that could share the learner's mistake.
+not computed by a formula that could share the learner's mistake; the assembled
+block is compared with the package's ``DilateBlock`` carrying the same weights.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from ..checking import Exercise, Incorrect, as_whole_number, call_answer
 from ...geometry import downsampled_side, window_offsets
 from ...nn import DilateFormer
+from .block import BLOCK_HINTS, BLOCK_SOLUTION, check_dilate_block
 
 __all__ = ["lesson05"]
 
@@ -194,5 +197,11 @@ def stage_shapes(image_size, embed_dim):
         side = (side + 1) // 2            # the downsampling after the stage
     return shapes
 ''',
+    ),
+    dilate_block=Exercise(
+        "a DilateBlock from your own pieces",
+        check_dilate_block,
+        hints=BLOCK_HINTS,
+        solution=BLOCK_SOLUTION,
     ),
 )
