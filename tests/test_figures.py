@@ -19,6 +19,12 @@ from matplotlib.figure import Figure
 from dilate_lab import DilateFormer, dilateformer_tiny
 from dilate_lab.course import figures
 from dilate_lab.geometry import dilated_window
+from dilate_lab.course.figures.attention_heads import (
+    attention_entropy,
+    head_sharpness,
+    plot_attention_comparison,
+    plot_head_sharpness,
+)
 from dilate_lab.course.images import load_sample_image
 from dilate_lab.course.shapes import trace_msda_shapes
 from dilate_lab.functional import swda
@@ -439,6 +445,78 @@ def test_attention_heads_checks_shapes():
         figures.plot_attention_heads(None, np.ones((2, 4, 4, 9)), 0, 0, 3, (1, 2, 3))
     with pytest.raises(ValueError, match="weights"):
         figures.plot_attention_heads(None, np.ones((2, 4, 4, 8)), 0, 0, 3, (1, 2))
+
+
+def test_attention_comparison_draws_each_model_in_its_own_row():
+    rng = np.random.default_rng(1)
+    heads, height, width, k = 3, 8, 8, 3
+    untrained = np.full((heads, height, width, k * k), 1 / 9)
+    trained = rng.random((heads, height, width, k * k))
+    trained /= trained.sum(-1, keepdims=True)
+    dilations = (1, 2, 3)
+    row, col = 0, 6  # near a corner: every dilated head pads
+    fig = plot_attention_comparison(None, {"untrained": untrained, "trained": trained}, row, col, k, dilations)
+    for m, weights in enumerate((untrained, trained)):
+        for h, r in enumerate(dilations):
+            inside, outside = by_definition(row, col, k, r, height, width)
+            order = by_definition_in_order(row, col, k, r)
+            cells = only(fig, f"m{m}-head-{h}")
+            assert drawn_cells(cells) == inside
+            np.testing.assert_allclose(cells.get_array(), [weights[h, row, col, order.index(p)] for p in inside])
+            padded = only(fig, f"m{m}-head-{h}-padding")
+            assert drawn_cells(padded) == outside
+            assert cells.get_clim() == padded.get_clim() == (0.0, 1.0)  # one scale for every panel
+        assert len(artists(fig, f"m{m}-zoom-box")) == 1
+    assert artists(fig, "head-0") == []  # every gid carries its row
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].startswith("untrained") and titles[len(dilations) + 1].startswith("trained")
+    with pytest.raises(ValueError, match="one shape"):
+        plot_attention_comparison(None, {"a": untrained, "b": untrained[:, :4]}, 0, 0, k, dilations)
+    with pytest.raises(ValueError, match="non-empty dict"):
+        plot_attention_comparison(None, {}, 0, 0, k, dilations)
+
+
+def test_attention_entropy_by_hand():
+    np.testing.assert_allclose(attention_entropy(np.full(9, 1 / 9)), np.log(9))
+    np.testing.assert_allclose(attention_entropy([1.0, 0.0, 0.0]), 0.0)  # 0 log 0 counts as 0
+    np.testing.assert_allclose(attention_entropy([[0.5, 0.5, 0.0], [0.25, 0.25, 0.5]]),
+                               [np.log(2), 1.5 * np.log(2)])
+    with pytest.raises(ValueError, match="negative"):
+        attention_entropy([-0.5, 1.5])
+
+
+def test_head_sharpness_averages_every_query_of_every_image():
+    uniform = np.full((2, 3, 4, 5, 9), 1 / 9)  # N, heads, H, W, k*k
+    one_hot = np.zeros((2, 3, 4, 5, 9))
+    one_hot[..., 4] = 1.0
+    half = np.concatenate([uniform[:1], one_hot[:1]])  # one image of each
+    for weights, largest, entropy in ((uniform, 1 / 9, np.log(9)), (one_hot, 1.0, 0.0),
+                                      (half, (1 / 9 + 1) / 2, np.log(9) / 2)):
+        stats = head_sharpness(weights, (1, 2, 3))
+        assert [(s.head, s.dilation) for s in stats] == [(0, 1), (1, 2), (2, 3)]
+        for s in stats:
+            assert s.max_weight == pytest.approx(largest) and s.entropy == pytest.approx(entropy)
+            assert s.positions == pytest.approx(np.exp(entropy))
+    # one image, (heads, H, W, k*k), gives the same as a batch of one
+    assert head_sharpness(half[1], (1, 2, 3)) == head_sharpness(half[1:], (1, 2, 3))
+    with pytest.raises(ValueError, match="one dilation per head"):
+        head_sharpness(uniform, (1, 2))
+
+
+def test_head_sharpness_figure_draws_the_numbers_it_is_given():
+    before = head_sharpness(np.full((1, 3, 4, 4, 9), 1 / 9), (1, 2, 3))
+    peaked = np.full((1, 3, 4, 4, 9), 0.05)
+    peaked[..., 0] = 0.6
+    after = head_sharpness(peaked, (1, 2, 3))
+    fig = plot_head_sharpness({"untrained": before, "trained": after}, kernel_size=3)
+    for label, stats in (("untrained", before), ("trained", after)):
+        heights = [bar.get_height() for bar in artists(fig, f"bars-{label}-max")]
+        np.testing.assert_allclose(heights, [s.max_weight for s in stats])
+        heights = [bar.get_height() for bar in artists(fig, f"bars-{label}-positions")]
+        np.testing.assert_allclose(heights, [s.positions for s in stats])
+    np.testing.assert_allclose([bar.get_height() for bar in artists(fig, "bars-untrained-positions")], 9.0)
+    with pytest.raises(ValueError, match="same heads"):
+        plot_head_sharpness({"a": before, "b": before[:2]}, kernel_size=3)
 
 
 # ---------------------------------------------------------------------------

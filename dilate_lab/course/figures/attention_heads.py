@@ -1,8 +1,15 @@
-"""Each head's attention weights for one query, zoomed in on the photograph the map came from."""
+"""Each head's attention weights for one query, zoomed in on the image the map came from.
+
+- ``attention_heads`` / ``plot_attention_heads``: one model's heads for one query;
+- ``plot_attention_comparison``: the same query under several models (untrained, trained), one row each;
+- ``head_sharpness`` / ``plot_head_sharpness``: how concentrated each head's weights are over
+  many queries (mean largest weight, mean entropy), for several models side by side.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +22,17 @@ from ..._checks import check_dilations
 from ...geometry import Window, dilated_window
 from ._style import _BEYOND_COLOR, _cells, _check_image, _check_query, _draw_map, _no_ticks
 
-__all__ = ["HeadWindow", "AttentionHeads", "attention_heads", "plot_attention_heads"]
+__all__ = [
+    "HeadWindow",
+    "AttentionHeads",
+    "attention_heads",
+    "plot_attention_heads",
+    "plot_attention_comparison",
+    "HeadSharpness",
+    "attention_entropy",
+    "head_sharpness",
+    "plot_head_sharpness",
+]
 
 
 @dataclass(frozen=True)
@@ -158,3 +175,149 @@ def _draw_head(ax, view: AttentionHeads, head: HeadWindow, norm: Normalize, imag
         f"{float(weights.min()):.3f} to {float(weights.max()):.3f}; padding {100 * head.padding:.0f}%",
         fontsize=8, y=1.01,
     )
+
+
+def plot_attention_comparison(
+    image,
+    weights_by_model: Mapping[str, object],
+    row: int,
+    col: int,
+    kernel_size: int,
+    dilations: Sequence[int],
+    title: str = "",
+) -> Figure:
+    """The same query under several models, one row each (e.g. untrained above, trained below).
+
+    ``weights_by_model``: {row label: (heads, H, W, k*k) softmax weights}, every entry
+    of one shape; the other arguments as in ``plot_attention_heads``. Every panel shares
+    one colour scale, 0 to 1, so that rows compare at a glance. Artists as in
+    ``plot_attention_heads``, with ``"m{i}-"`` before each gid of row i (``"m1-head-0"``).
+    """
+    if not isinstance(weights_by_model, Mapping) or not weights_by_model:
+        raise ValueError("weights_by_model must be a non-empty dict {label: (heads, H, W, k*k) weights}")
+    views = {label: attention_heads(w, row, col, kernel_size, dilations) for label, w in weights_by_model.items()}
+    shapes = {np.asarray(w).shape for w in weights_by_model.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"weights_by_model: every model's weights must have one shape, got {sorted(shapes)}")
+    image = _check_image(image)
+    norm = Normalize(0.0, 1.0)
+    columns, rows = len(dilations) + 1, len(views)
+    fig = Figure(figsize=(2.9 * columns + 0.6, 3.2 * rows + 0.3), dpi=80)
+    panel_w, panel_h = 0.9 / columns, 0.92 / rows
+    for i, (label, view) in enumerate(views.items()):
+        bottom = 0.03 + (rows - 1 - i) * panel_h
+        overview = fig.add_axes((0.02, bottom, panel_w * 0.92, panel_h * 0.76))
+        _draw_overview(overview, view, row, col, image)
+        overview.set_title(f"{label}\nquery ({row}, {col}); square: zoomed area", fontsize=8, y=1.01)
+        row_axes = [overview]
+        for head in view.heads:
+            ax = fig.add_axes((0.02 + (head.head + 1) * panel_w, bottom, panel_w * 0.92, panel_h * 0.76))
+            _draw_head(ax, view, head, norm, image)
+            row_axes.append(ax)
+        for artist in {a for ax in row_axes for a in ax.findobj()}:  # this row's: "head-0" -> "m{i}-head-0"
+            if artist.get_gid():
+                artist.set_gid(f"m{i}-{artist.get_gid()}")
+    colorbar = fig.colorbar(ScalarMappable(norm=norm, cmap="inferno"), cax=fig.add_axes((0.93, 0.1, 0.012, 0.8)))
+    colorbar.ax.set_gid("colorbar")
+    colorbar.ax.tick_params(labelsize=7)
+    colorbar.set_label("softmax weight (one scale for every panel)", fontsize=7)
+    fig.suptitle(title or f"query ({row}, {col})", fontsize=9, y=0.995)
+    return fig
+
+
+@dataclass(frozen=True)
+class HeadSharpness:
+    """How concentrated one head's softmax weights are, averaged over many queries."""
+
+    head: int
+    dilation: int
+    max_weight: float
+    """Mean over the queries of the largest weight in the window (uniform: 1 / k*k)."""
+    entropy: float
+    """Mean over the queries of -sum(w log w) over the window, in nats (uniform: log(k*k))."""
+
+    @property
+    def positions(self) -> float:
+        """exp(entropy): over how many positions an even spread with this entropy would be."""
+        return math.exp(self.entropy)
+
+
+def attention_entropy(weights) -> np.ndarray:
+    """-sum(w log w) over the last axis (a window's softmax weights), in nats; 0 log 0 counts as 0."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim < 1 or w.shape[-1] < 1:
+        raise ValueError(f"weights must end with the window axis (..., k*k), got shape {w.shape}")
+    if (w < 0).any():
+        raise ValueError("weights must be softmax weights (no negative values)")
+    safe = np.where(w > 0, w, 1.0)  # log(1) = 0 where w = 0
+    return -(w * np.log(safe)).sum(axis=-1)
+
+
+def head_sharpness(weights, dilations: Sequence[int]) -> tuple[HeadSharpness, ...]:
+    """Per head: the mean largest weight and the mean entropy over every query given.
+
+    ``weights``: (heads, H, W, k*k) for one image or (N, heads, H, W, k*k) for N images,
+    softmax weights over each window, padded positions included (they take softmax mass
+    too, so a head that gives much of its weight to padding is concentrated there).
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim == 4:
+        w = w[None]  # 1, heads, H, W, k*k
+    if w.ndim != 5:
+        raise ValueError(f"weights must be (heads, H, W, k*k) or (N, heads, H, W, k*k), got shape {w.shape}")
+    heads = w.shape[1]
+    dilations = check_dilations(dilations, "dilations")
+    if len(dilations) != heads:
+        raise ValueError(f"dilations must give one dilation per head ({heads}), got {len(dilations)}: {dilations}")
+    per_head = np.moveaxis(w, 1, 0).reshape(heads, -1, w.shape[-1])  # heads, N*H*W, k*k
+    entropy = attention_entropy(per_head).mean(axis=1)  # heads
+    largest = per_head.max(axis=-1).mean(axis=1)  # heads
+    return tuple(
+        HeadSharpness(h, r, float(largest[h]), float(entropy[h])) for h, r in enumerate(dilations)
+    )
+
+
+def plot_head_sharpness(summaries: Mapping[str, Sequence[HeadSharpness]], kernel_size: int, title: str = "") -> Figure:
+    """Bars per head for each model: the mean largest weight, and over how many positions it spreads.
+
+    ``summaries``: {model label: ``head_sharpness(...)``}, every model with the same heads.
+    Left panel: mean largest weight (dashed line: 1 / k*k, an even spread). Right panel:
+    exp(mean entropy), the number of positions an even spread with that entropy would
+    cover (dashed line: k*k). Bars: rectangles with gids ``"bars-<label>-max"`` and
+    ``"bars-<label>-positions"``, one per head in order, whose heights are the values.
+    """
+    if not isinstance(summaries, Mapping) or not summaries:
+        raise ValueError("summaries must be a non-empty dict {label: head_sharpness(...)}")
+    layouts = {tuple((s.head, s.dilation) for s in heads) for heads in summaries.values()}
+    if len(layouts) != 1:
+        raise ValueError("summaries: every model must have the same heads and dilations")
+    heads = next(iter(layouts))
+    kk = kernel_size * kernel_size
+    fig = Figure(figsize=(8.4, 3.0), dpi=80)
+    axes = (fig.add_axes((0.08, 0.2, 0.38, 0.62)), fig.add_axes((0.58, 0.2, 0.38, 0.62)))
+    width = 0.8 / len(summaries)
+    x = np.arange(len(heads))
+    colours = ("#9e9e9e", "#d9541e", "#2a7ab9", "#4c9a2a")
+    for m, (label, stats) in enumerate(summaries.items()):
+        offset = (m - (len(summaries) - 1) / 2) * width
+        for ax, key, values in (
+            (axes[0], "max", [s.max_weight for s in stats]),
+            (axes[1], "positions", [s.positions for s in stats]),
+        ):
+            bars = ax.bar(x + offset, values, width * 0.9, label=label, color=colours[m % len(colours)])
+            for patch in bars.patches:
+                patch.set_gid(f"bars-{label}-{key}")
+            for xi, v in zip(x + offset, values):
+                ax.text(xi, v, f"{v:.2f}" if key == "max" else f"{v:.1f}", ha="center", va="bottom", fontsize=7)
+    axes[0].axhline(1 / kk, color="black", ls="--", lw=0.8)
+    axes[0].set_ylim(0, 1)
+    axes[0].set_title(f"mean largest weight (dashed: 1/{kk}, even)", fontsize=9)
+    axes[1].axhline(kk, color="black", ls="--", lw=0.8)
+    axes[1].set_ylim(0, kk * 1.15)
+    axes[1].set_title(f"positions it spreads over, exp(entropy) (dashed: {kk})", fontsize=9)
+    for ax in axes:
+        ax.set_xticks(x, [f"head {h}\ndilation {r}" for h, r in heads], fontsize=8)
+        ax.tick_params(axis="y", labelsize=8)
+    axes[0].legend(fontsize=8, loc="upper left", frameon=False)
+    fig.suptitle(title or "how concentrated each head's attention is", fontsize=10, y=0.98)
+    return fig
