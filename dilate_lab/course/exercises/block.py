@@ -17,6 +17,9 @@ residually. The checker judges the work, not only one output:
   torch, counting its calls), then one that returns the values unchanged, and the block's
   output must follow what ``msda`` returns;
 - a gradient must reach the input and every parameter.
+
+The checker's own MSDA and the block by its equations (with the usual mistakes) are in
+``_block_parts``.
 """
 
 from __future__ import annotations
