@@ -91,7 +91,7 @@ def test_the_course_builds_offline_in_under_two_minutes(tmp_path):
     )
     seconds = time.perf_counter() - start
     assert done.returncode == 0, done.stderr[-3000:]
-    lessons = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    lessons = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
     built = sorted(p.stem for p in (tmp_path / "site").glob("*.html"))
     assert built == sorted([*lessons, "index"])
     for page in (tmp_path / "site").glob("*.html"):

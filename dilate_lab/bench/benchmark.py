@@ -15,6 +15,7 @@ import sys
 import torch
 
 from ..functional import NAIVE_MAX_STEPS
+from ..ops import choose_impl
 from ..ops.cpp_build import compiled_available
 from .cases import (
     LAYOUTS,
@@ -35,6 +36,9 @@ def fast_impl(device_type: str) -> str:
     """The implementation the targets are about: what ``swda(impl="auto")`` runs there."""
     if device_type == "cpu":
         return "cpp" if compiled_available() else "fused"
+    if device_type == "cuda" and torch.cuda.is_available():
+        q = torch.zeros(1, 1, 8, 8, 16, device="cuda")  # B, heads, H, W, d: any small case
+        return choose_impl(q, q, q, 3, 1, "zeros").name  # "triton" where Triton runs, else "flex"
     return "flex" if device_type == "cuda" else "fused"
 
 TARGETS = {

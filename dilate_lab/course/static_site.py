@@ -193,7 +193,7 @@ def _prepare(notebook: nbformat.NotebookNode) -> set[str]:
                 data["text/html"] = _stored_picture(data[WIDGET_VIEW].get("model_id", ""), state)
             del data[WIDGET_VIEW]
         if cell.cell_type == "markdown":
-            cell.source = _plain_math(re.sub(r"\]\((\d\d_[\w-]+)\.ipynb", r"](\1.html", cell.source))
+            cell.source = _plain_math(re.sub(r"\]\((\d\d[a-z]?_[\w-]+)\.ipynb", r"](\1.html", cell.source))
     notebook.metadata.pop("widgets", None)
     return modules
 
@@ -212,20 +212,20 @@ def _index_page(lessons: list[tuple[str, str]]) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>dilate-lab: the course</title>
 <style>body {{ font: 16px/1.5 system-ui, sans-serif; max-width: 46em; margin: 2em auto; padding: 0 1em; }}
-li {{ margin: 0.4em 0; }}</style></head>
+li {{ margin: 0.4em 0; list-style: none; }}</style></head>
 <body><h1>dilate-lab: Sliding Window and Multi-Scale Dilated Attention</h1>
 <p>The static edition of the course: every lesson with the outputs stored in its notebook. The
 window explorers run in this page (drag the query on the map); the explorers that need Python show the
 picture they had when the lesson was stored. To run the code, open the notebooks in JupyterLab.</p>
-<ol start="0">
+<ul>
 {items}
-</ol></body></html>
+</ul></body></html>
 """
 
 
 def build_site(out_dir: Path, notebooks_dir: Path) -> list[Path]:
     """Write one page per notebook of ``notebooks_dir`` and ``index.html`` into ``out_dir``."""
-    notebooks = sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb"))
+    notebooks = sorted(Path(notebooks_dir).glob("[0-9][0-9]*_*.ipynb"))
     if not notebooks:
         raise ValueError(f"notebooks_dir must hold the lessons (NN_name.ipynb), found none in {notebooks_dir}")
     out_dir = Path(out_dir)
