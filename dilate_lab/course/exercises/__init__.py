@@ -8,7 +8,8 @@ In a notebook::
     lesson02.swda_loop.solution()            # the worked answer, one call away
 
 One module a lesson or topic: ``start`` (00, 01), ``swda`` (02, 03), ``msda`` (04),
-``model`` (05), ``speed`` (06), ``training`` (07); what several of them share is in ``_common``.
+``model`` (05, with ``block``: assemble a DilateBlock), ``speed`` (06), ``training`` (07); what
+several of them share is in ``_common``.
 """
 
 from .model import lesson05

@@ -19,7 +19,10 @@ One module a topic:
 - ``architecture``: a DilateBlock and the four-stage pyramid;
 - ``unfold``: ``F.unfold`` column by column;
 - ``cost``: global attention against a window, and neighbour correlation;
-- ``speed`` and ``blocks``: shifted views, time per operator, block-sparse tiles.
+- ``speed`` and ``blocks``: shifted views, time per operator, block-sparse tiles;
+- ``timeline``, ``kernels``, ``traffic``: GPU launches, inside the fused and compiled kernels,
+  the memory-traffic count (lessons 06 and 06b);
+- ``head_attention``: one query's weights in every head of a small trained model (lesson 00).
 """
 
 from ._style import GROUP_COLORS
