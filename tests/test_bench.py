@@ -106,6 +106,22 @@ def test_targets_and_table(quick_rows):
     assert table.splitlines()[0].startswith("| implementation | layout | forward ms")
     for impl in ("fused", "cpp"):
         assert sum(line.startswith(f"| {impl} |") for line in table.splitlines()) == len(QUICK_LAYOUTS)
+    for row in quick_rows:
+        if "forward_ms" in row:
+            assert row["forward_spread"] >= 0 and row["fwd_bwd_spread"] >= 0
+
+
+def test_table_flags_rows_whose_repeats_disagree():
+    """The last column: the median repeat against the best; beyond NOISY_SPREAD the row is flagged."""
+    from dilate_lab.bench.measure import NOISY_SPREAD, spread
+
+    assert spread([2.0, 1.0, 3.0]) == 1.0  # median 2 against best 1
+    assert spread([1.0, 1.0, 5.0]) == 0.0
+    base = dict(impl="cpp", layout="s1", forward_ms=1.0, fwd_bwd_ms=2.0, fwd_bwd_peak_mb=1.0)
+    quiet = format_table([dict(base, forward_spread=0.04, fwd_bwd_spread=0.1)]).splitlines()[-1]
+    noisy = format_table([dict(base, forward_spread=NOISY_SPREAD + 0.1, fwd_bwd_spread=0.1)]).splitlines()[-1]
+    assert quiet.endswith("| +4% / +10% |") and "noisy" not in quiet
+    assert noisy.endswith("<- noisy |")
 
 
 def test_naive_is_skipped_where_it_refuses():

@@ -27,7 +27,7 @@ from .cases import (
     _impls_for,
     _naive_too_big,
 )
-from .measure import _progress, _threads, _timed_warm_ms, device_name, peak_memory_bytes
+from .measure import NOISY_SPREAD, _progress, _threads, _timed_warm_ms, device_name, peak_memory_bytes, spread
 
 __all__ = ["TARGETS", "fast_impl", "run_benchmark", "check_targets", "run_scaling", "format_table"]
 
@@ -63,8 +63,9 @@ def _warm_up(case: _Case, names: list[str], device: torch.device, progress) -> N
     case.floor()
 
 
-def _time_round_robin(case: _Case, names: list[str], repeats: int, device) -> tuple[dict, float]:
-    """Median times: {impl: (forward ms, forward+backward ms)} and the floor's ms.
+def _time_round_robin(case: _Case, names: list[str], repeats: int, device) -> tuple[dict, dict, float]:
+    """Median times: {impl: (forward ms, forward+backward ms)}, their spreads (``spread``:
+    median / best - 1) in the same form, and the floor's ms.
 
     The implementations take turns, one repeat at a time, so that a burst of
     load elsewhere on a shared machine hits them all alike.
@@ -77,7 +78,8 @@ def _time_round_robin(case: _Case, names: list[str], repeats: int, device) -> tu
             times[name][0].append(_timed_warm_ms(lambda: case.forward(name), device))
             times[name][1].append(_timed_warm_ms(lambda: case.forward_backward(name), device))
     medians = {name: (statistics.median(f), statistics.median(fb)) for name, (f, fb) in times.items()}
-    return medians, statistics.median(floor_times)
+    spreads = {name: (spread(f), spread(fb)) for name, (f, fb) in times.items()}
+    return medians, spreads, statistics.median(floor_times)
 
 
 def _measured_row(row: dict, case: _Case, name: str, times: tuple[float, float], device) -> dict:
@@ -95,7 +97,7 @@ def _layout_rows(layout: Layout, names: list[str], repeats: int, device, progres
     case = _Case(layout, device)
     runnable = [n for n in names if not (n == "naive" and _naive_too_big(layout))]
     _warm_up(case, runnable, device, progress)
-    times, floor_ms = _time_round_robin(case, runnable, repeats, device)
+    times, spreads, floor_ms = _time_round_robin(case, runnable, repeats, device)
     rows = []
     for name in names:
         row = {
@@ -112,6 +114,7 @@ def _layout_rows(layout: Layout, names: list[str], repeats: int, device, progres
             rows.append(row)
             _progress(progress, f"{device.type} {layout.name} {name}: skipped")
             continue
+        row["forward_spread"], row["fwd_bwd_spread"] = spreads[name]
         rows.append(_measured_row(row, case, name, times[name], device))
         _progress(
             progress,
@@ -238,23 +241,35 @@ def _fmt(value, digits=2, suffix=""):
 
 
 def format_table(rows: list[dict]) -> str:
-    """A Markdown table of the rows of one device."""
+    """A Markdown table of the rows of one device: medians of the repeats, and in the last
+    column how far the median repeat was from the best (forward / forward+backward),
+    flagged ``<- noisy`` beyond ``NOISY_SPREAD``: read that row's ratios with care."""
     header = (
         "| implementation | layout | forward ms | fwd+bwd ms | peak MB (fwd+bwd) "
-        "| fwd speed-up vs unfold | fwd+bwd speed-up | memory / unfold | forward / floor |"
+        "| fwd speed-up vs unfold | fwd+bwd speed-up | memory / unfold | forward / floor "
+        "| median over best |"
     )
-    lines = [header, "|" + "---|" * 9]
+    lines = [header, "|" + "---|" * 10]
     for r in rows:
         if "forward_ms" not in r:
-            lines.append(f"| {r['impl']} | {r['layout']} | {r.get('skipped', '-')} | | | | | | |")
+            lines.append(f"| {r['impl']} | {r['layout']} | {r.get('skipped', '-')} | | | | | | | |")
             continue
         lines.append(
             f"| {r['impl']} | {r['layout']} | {_fmt(r['forward_ms'])} | {_fmt(r['fwd_bwd_ms'])} "
             f"| {_fmt(r['fwd_bwd_peak_mb'], 1)} | {_fmt(r.get('forward_speedup'), 1, 'x')} "
             f"| {_fmt(r.get('fwd_bwd_speedup'), 1, 'x')} "
             f"| {_fmt(r.get('fwd_bwd_memory_fraction'), 3)} "
-            f"| {_fmt(r.get('forward_vs_floor'), 1, 'x')} |"
+            f"| {_fmt(r.get('forward_vs_floor'), 1, 'x')} | {_spread_cell(r)} |"
         )
     return "\n".join(lines)
+
+
+def _spread_cell(row: dict) -> str:
+    """'+4% / +9%': the median repeat against the best, forward / forward+backward; flagged when noisy."""
+    spreads = [row.get("forward_spread"), row.get("fwd_bwd_spread")]
+    if any(s is None for s in spreads):
+        return "-"
+    cell = " / ".join(f"+{100 * s:.0f}%" for s in spreads)
+    return cell + (" <- noisy" if max(spreads) > NOISY_SPREAD else "")
 
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import statistics
 import time
 
 import torch
 
 __all__ = [
+    "NOISY_SPREAD",
+    "spread",
     "WARM_CALLS",
     "peak_memory_bytes",
     "device_name",
@@ -23,6 +26,17 @@ __all__ = [
     "timed_calls_ms",
     "device_busy_ms",
 ]
+
+
+NOISY_SPREAD = 0.5
+"""Repeats disagree when the median run was more than half as slow again as the best run:
+something else held the CPU (or GPU) meanwhile, and a table flags that row ``<- noisy``."""
+
+
+def spread(times: list[float]) -> float:
+    """How much slower the median repeat was than the best: median / best - 1 (0: they agree)."""
+    best, median = min(times), statistics.median(times)
+    return 0.0 if best <= 0 else median / best - 1
 
 
 def _sync(device: torch.device) -> None:

@@ -27,11 +27,10 @@ from dataclasses import dataclass
 import torch
 
 from .._checks import check_positive_int
+from ..bench.measure import NOISY_SPREAD  # the benchmark's tables flag rows by the same rule
 
 __all__ = ["NOISY_SPREAD", "NOISY_MARK", "Repeats", "best_ratio", "noisy_mark", "time_in_turns"]
 
-NOISY_SPREAD = 0.5
-"""A row is noisy when its median run was more than half as slow again as its best run."""
 
 NOISY_MARK = "  <- noisy"
 
