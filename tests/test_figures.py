@@ -7,6 +7,7 @@ under test; the geometry helper is checked to agree as well.
 
 from __future__ import annotations
 
+import io
 import itertools
 
 import numpy as np
@@ -15,11 +16,14 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PatchCollection
 from matplotlib.figure import Figure
+from PIL import Image
 
 from dilate_lab import DilateFormer, dilateformer_tiny
 from dilate_lab.course import figures
 from dilate_lab.geometry import dilated_window
+from dilate_lab.course.figures._pictures import figure_png
 from dilate_lab.course.figures.attention_heads import (
+    AttentionPicture,
     attention_entropy,
     head_sharpness,
     plot_attention_comparison,
@@ -389,12 +393,55 @@ def test_effective_receptive_field_figure_shows_the_support_and_the_span():
         assert drawn == {(centre + a, centre + b) for a, b in reachable(dilations, 3)}
         assert shown.max() == 0.0 and shown.min() >= -6.0  # log10 of |grad| / max
         assert only(fig, f"erf-{i}").get_clim() == (floor, 0.0)
+        assert tuple(only(fig, f"erf-{i}").get_extent()) == (-0.5, size - 0.5, size - 0.5, -0.5)  # the whole map
         rect = only(fig, f"span-{i}")
         assert rect.get_width() == span
         assert rect.get_x() == centre - span / 2
     # [2, 2, 2] has holes: 49 of its 169 span pixels, while [1, 2, 3] covers all 169
     assert "169 pixels reached" in fig.axes[1].get_title()
     assert "49 pixels reached" in fig.axes[2].get_title()
+
+
+@pytest.mark.parametrize(
+    "dilations, kernel_size, size",
+    [((1, 2, 3), 3, None), ((2, 2, 2), 5, None), ((1, 3), 3, 7), ((3, 1), 5, 4), ((1, 1, 2), 3, 6), ((9, 9), 3, None)],
+)
+def test_effective_receptive_field_is_the_gradient_over_the_whole_map(dilations, kernel_size, size):
+    """The package computes only the pixels that reach the centre output; the gradient over the whole
+    map, taken here plainly (with unfold, not the package's shift form), is the same, also where the
+    windows reach the border (sizes 4 to 7)."""
+    side = size or figures.theoretical_span(kernel_size, dilations) + 4
+    generator = torch.Generator().manual_seed(0)  # the random draws the docstring describes, in its order
+    x = torch.randn(1, 1, side, side, 4, generator=generator, dtype=torch.float64, requires_grad=True)
+    h = x
+    for r in dilations:
+        wq, wk, wv = torch.randn(3, 4, 4, generator=generator, dtype=torch.float64) / 2  # / sqrt(channels)
+        h = swda(h @ wq, h @ wk, h @ wv, kernel_size, r, impl="unfold")  # 1, 1, side, side, 4
+    h[0, 0, side // 2, side // 2].sum().backward()
+    whole_map = x.grad[0, 0].abs().sum(-1).numpy()  # side, side
+    grad = figures.effective_receptive_field(dilations, kernel_size, size)
+    np.testing.assert_array_equal(grad > 0, whole_map > 0)
+    np.testing.assert_allclose(grad, whole_map, rtol=1e-9, atol=0)
+
+
+def picture_pixels(figure) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(figure_png(figure))))  # rows, cols, 4
+
+
+def test_erf_picture_redrawn_for_other_schedules_is_the_new_figure():
+    from dilate_lab.course.figures.erf import ErfPicture
+
+    picture = ErfPicture(2)
+    for schedules, kernel_size, size, measure in [
+        (((9,) * 8, (1, 2, 3)), 7, None, "auto"),  # window chains on a 433 x 433 map
+        (((1,), (2, 2)), 5, 30, "chains"),
+        (((1, 1, 1), (2, 2, 2)), 3, None, "gradient"),  # back to the gradient: its title and colour bar
+    ]:
+        picture.draw(schedules, kernel_size, size, measure=measure)
+        fresh = figures.plot_effective_receptive_field(schedules, kernel_size, size, measure=measure)
+        np.testing.assert_array_equal(picture_pixels(picture.figure), picture_pixels(fresh))
+    with pytest.raises(ValueError, match="2 schedules"):
+        picture.draw([(1, 2)], 3)
 
 
 # ---------------------------------------------------------------------------
@@ -474,6 +521,40 @@ def test_attention_comparison_draws_each_model_in_its_own_row():
         plot_attention_comparison(None, {"a": untrained, "b": untrained[:, :4]}, 0, 0, k, dilations)
     with pytest.raises(ValueError, match="non-empty dict"):
         plot_attention_comparison(None, {}, 0, 0, k, dilations)
+
+
+def test_attention_picture_redrawn_for_other_queries_and_data_is_the_new_figure():
+    rng = np.random.default_rng(2)
+    heads, height, width, k, dilations = 3, 6, 7, 3, (1, 2, 3)
+
+    def softmax_like(*shape):
+        w = rng.random(shape)
+        return w / w.sum(-1, keepdims=True)
+
+    photo = load_sample_image(24, 28)
+    weights = softmax_like(heads, height, width, k * k)
+    picture = AttentionPicture(photo, weights, k, dilations, vmax=0.5)
+    for row, col in [(0, 0), (5, 6), (2, 3)]:
+        picture.draw(row, col, title=f"query {row}, {col}")
+        fresh = figures.plot_attention_heads(photo, weights, row, col, k, dilations, title=f"query {row}, {col}",
+                                             vmax=0.5)
+        np.testing.assert_array_equal(picture_pixels(picture.figure), picture_pixels(fresh))
+    # several models, another image and other weights: a grey image is coloured by its own range, as imshow does
+    grey = [rng.random((24, 28)), 3 + 5 * rng.random((24, 28))]
+    models = [{"a": softmax_like(heads, height, width, k * k), "b": softmax_like(heads, height, width, k * k)}
+              for _ in range(2)]
+    picture = AttentionPicture(grey[0], models[0], k, dilations)
+    picture.draw(0, 6)
+    picture.draw(4, 1, "other", image=grey[1], weights=models[1])
+    fresh = plot_attention_comparison(grey[1], models[1], 4, 1, k, dilations, title="other")
+    np.testing.assert_array_equal(picture_pixels(picture.figure), picture_pixels(fresh))
+    with pytest.raises(ValueError, match="shape"):
+        picture.draw(0, 0, image=grey[0][:-1])
+    with pytest.raises(ValueError, match="labels"):
+        picture.draw(0, 0, weights={"a": models[0]["a"]})
+    with pytest.raises(ValueError, match="row"):
+        picture.draw(height, 0)
+    np.testing.assert_array_equal(picture_pixels(picture.figure), picture_pixels(fresh))  # refused: nothing drawn
 
 
 def test_attention_entropy_by_hand():

@@ -1,10 +1,13 @@
 """Lessons 06 and 06b's figures, checked on what they draw against independent computations."""
 
+import io
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
+from PIL import Image
 
 from dilate_lab.bench import OpTime
 from dilate_lab.course.figures import (
@@ -13,6 +16,13 @@ from dilate_lab.course.figures import (
     plot_time_breakdown,
     window_block_usage,
 )
+from dilate_lab.course.figures._pictures import figure_png
+from dilate_lab.course.figures.blocks import BlockMaskPicture
+from dilate_lab.course.figures.speed import ShiftedViewsPicture
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)))  # rows, cols, 4
 
 
 def artists(fig, gid):
@@ -90,6 +100,18 @@ def test_shifted_views_legend_names_what_the_panels_draw():
     np.testing.assert_allclose(view.get_facecolor(), one(fig, "view-0").get_facecolor())
     assert "the query (0, 4)" in entries
     assert "element under the star's index [0, 4] is the key at the arrow's head" in fig.get_suptitle()
+
+
+@pytest.mark.parametrize("H,W,kernel_size,dilation", [(6, 6, 5, 3), (16, 16, 3, 3), (5, 7, 3, 1)])
+def test_shifted_views_picture_redrawn_for_other_queries_is_the_new_figure(H, W, kernel_size, dilation):
+    """The picture draws the panels once and, per query, only the keys, arrows, stars and texts over
+    them: the PNG is the whole figure drawn anew for that query (keys moving on and off the map)."""
+    picture = ShiftedViewsPicture(H, W, kernel_size, dilation, dpi=96).prepare()
+    for row, col in [(0, 0), (H - 1, W - 1), (H // 2, 0), (0, W - 1)]:
+        shown = picture.png(row, col)
+        fresh = plot_shifted_views(H, W, kernel_size, dilation, row, col)
+        fresh.set_dpi(96)
+        np.testing.assert_array_equal(pixels(shown), pixels(figure_png(fresh)), err_msg=f"query {(row, col)}")
 
 
 def test_shifted_views_rejects_bad_arguments():
@@ -233,6 +255,20 @@ def test_block_mask_figure_skips_the_dots_on_big_maps():
     assert "a (query, key) pair in a window" not in [t.get_text() for t in one_legend(fig, "legend-mask").get_texts()]
     usage = window_block_usage(40, 40, 3, 1, 128)
     assert len(one(fig, "computed-blocks").get_paths()) == usage.computed_blocks
+
+
+def test_block_mask_picture_redrawn_for_other_arguments_is_the_new_figure():
+    """Big maps without dots and small ones with them, in turn: the reused picture is each time the
+    figure drawn anew (the dots come back under the tile grid, the legend with their entry)."""
+    picture = BlockMaskPicture()
+    for args in [(40, 40, 3, 1, 128), (8, 8, 3, 1, 16), (12, 10, 5, 2, 16, 6, 3), (40, 40, 3, 2, 64),
+                 (10, 9, 3, 1, 12, 4, 4)]:
+        picture.draw(*args)
+        np.testing.assert_array_equal(pixels(figure_png(picture.figure)), pixels(figure_png(plot_block_mask(*args))),
+                                      err_msg=str(args))
+        assert len(artists(picture.figure, "window-pairs")) == (args[0] * args[1] <= 1024)
+    with pytest.raises(ValueError, match="row"):
+        picture.draw(8, 8, 3, 1, 16, row=8, col=0)
 
 
 # --------------------------------------------------------------------------- time breakdown

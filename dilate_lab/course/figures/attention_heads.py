@@ -2,6 +2,7 @@
 
 - ``attention_heads`` / ``plot_attention_heads``: one model's heads for one query;
 - ``plot_attention_comparison``: the same query under several models (untrained, trained), one row each;
+- ``AttentionPicture``: either figure built once and redrawn quickly for another query (the explorers);
 - ``head_sharpness`` / ``plot_head_sharpness``: how concentrated each head's weights are over
   many queries (mean largest weight, mean entropy), for several models side by side.
 """
@@ -20,7 +21,8 @@ from matplotlib.patches import Rectangle
 
 from ..._checks import check_dilations
 from ...geometry import Window, dilated_window
-from ._style import _BEYOND_COLOR, _cells, _check_image, _check_query, _draw_map, _no_ticks
+from ._pictures import figure_png, set_square_cells, square_cells
+from ._style import _BEYOND_COLOR, _check_image, _check_query, _draw_map, _no_ticks
 
 __all__ = [
     "HeadWindow",
@@ -28,6 +30,7 @@ __all__ = [
     "attention_heads",
     "plot_attention_heads",
     "plot_attention_comparison",
+    "AttentionPicture",
     "HeadSharpness",
     "attention_entropy",
     "head_sharpness",
@@ -109,72 +112,12 @@ def plot_attention_heads(
     whole range of a softmax weight), shown by the colour bar: nearly uniform
     weights look uniform, as they are.
 
-    Artists: ``"head-0"``, ``"head-1"``, ... (PatchCollections, one square per
+    Artists: ``"head-0"``, ``"head-1"``, ... (collections, one square per
     on-map window position, ``get_array()`` the weights), ``"head-0-padding"``,
     ... (the positions beyond the border, same), ``"query"`` in every panel,
-    ``"zoom-box"`` and ``"colorbar"``.
+    ``"zoom-box"`` and ``"colorbar"``. ``AttentionPicture`` redraws it for another query.
     """
-    view = attention_heads(weights, row, col, kernel_size, dilations)
-    image = _check_image(image)
-    if isinstance(vmax, bool) or not isinstance(vmax, (int, float)) or not 0 < vmax <= 1:
-        raise ValueError(f"vmax must be a number in (0, 1], the top of the colour scale; got {vmax!r}")
-    norm = Normalize(0.0, float(vmax))
-
-    fig = Figure(figsize=(2.9 * (len(view.heads) + 1) + 0.6, 3.6), dpi=80)
-    panel = 0.9 / (len(view.heads) + 1)
-    _draw_overview(fig.add_axes((0.02, 0.06, panel * 0.92, 0.74)), view, row, col, image)
-    for head in view.heads:
-        ax = fig.add_axes((0.02 + (head.head + 1) * panel, 0.06, panel * 0.92, 0.74))
-        _draw_head(ax, view, head, norm, image)
-    colorbar = fig.colorbar(ScalarMappable(norm=norm, cmap="inferno"), cax=fig.add_axes((0.93, 0.1, 0.012, 0.66)))
-    colorbar.ax.set_gid("colorbar")
-    colorbar.ax.tick_params(labelsize=7)
-    colorbar.set_label("softmax weight (one scale for all heads)", fontsize=7)
-    fig.suptitle(title or f"query ({row}, {col})", fontsize=9, y=0.98)
-    return fig
-
-
-def _draw_overview(ax, view: AttentionHeads, row: int, col: int, image) -> None:
-    """The whole map over the photograph, the query as a cyan cross and the zoomed square."""
-    _draw_map(ax, view.height, view.width, margin=0, image=image)
-    ax.plot([col], [row], marker="+", ms=9, mew=1.5, color="cyan", zorder=5, gid="query", ls="none")
-    reach = view.reach
-    ax.add_patch(
-        Rectangle((col - reach - 0.5, row - reach - 0.5), 2 * reach + 1, 2 * reach + 1, fill=False,
-                  edgecolor="white", lw=1.2, zorder=4, gid="zoom-box")
-    )
-    _no_ticks(ax)
-    ax.set_title(f"the whole map, {view.height}x{view.width} cells\nquery ({row}, {col}); square: zoomed area",
-                 fontsize=8, y=1.01)
-
-
-def _draw_head(ax, view: AttentionHeads, head: HeadWindow, norm: Normalize, image) -> None:
-    """One head, zoomed: its positions coloured and labelled by weight, padded ones hatched."""
-    window, weights, reach = head.window, head.weights, view.reach
-    row, col = window.query
-    _draw_map(ax, view.height, view.width, margin=reach, image=image)
-    ax.set_xlim(col - reach - 0.5, col + reach + 0.5)
-    ax.set_ylim(row + reach + 0.5, row - reach - 0.5)
-    for outside, gid, style in (
-        (False, f"head-{head.head}", dict(edgecolor="white", lw=0.6)),
-        (True, f"head-{head.head}-padding", dict(edgecolor=_BEYOND_COLOR, hatch="///", lw=1.0)),
-    ):
-        chosen = [o for o, out in enumerate(window.outside) if out == outside]
-        cells = _cells([window.positions[o] for o in chosen], gid, inset=0.06, cmap="inferno",
-                       norm=norm, alpha=0.85, zorder=2, **style)
-        cells.set_array(weights[chosen])
-        ax.add_collection(cells)
-    for (i, j), w in zip(window.positions, weights):
-        ax.text(j, i, f"{100 * w:.1f}", ha="center", va="center", fontsize=6, zorder=6,
-                color="white" if norm(w) < 0.6 else "black")
-    ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="cyan", lw=1.6, zorder=5,
-                           gid="query"))  # an outline: the query's own weight stays readable
-    _no_ticks(ax)
-    ax.set_title(
-        f"head {head.head}, dilation {head.dilation} (weights in %)\n"
-        f"{float(weights.min()):.3f} to {float(weights.max()):.3f}; padding {100 * head.padding:.0f}%",
-        fontsize=8, y=1.01,
-    )
+    return AttentionPicture(image, weights, kernel_size, dilations, vmax=vmax).draw(row, col, title)
 
 
 def plot_attention_comparison(
@@ -195,34 +138,175 @@ def plot_attention_comparison(
     """
     if not isinstance(weights_by_model, Mapping) or not weights_by_model:
         raise ValueError("weights_by_model must be a non-empty dict {label: (heads, H, W, k*k) weights}")
-    views = {label: attention_heads(w, row, col, kernel_size, dilations) for label, w in weights_by_model.items()}
-    shapes = {np.asarray(w).shape for w in weights_by_model.values()}
-    if len(shapes) != 1:
-        raise ValueError(f"weights_by_model: every model's weights must have one shape, got {sorted(shapes)}")
-    image = _check_image(image)
-    norm = Normalize(0.0, 1.0)
-    columns, rows = len(dilations) + 1, len(views)
-    fig = Figure(figsize=(2.9 * columns + 0.6, 3.2 * rows + 0.3), dpi=80)
-    panel_w, panel_h = 0.9 / columns, 0.92 / rows
-    for i, (label, view) in enumerate(views.items()):
-        bottom = 0.03 + (rows - 1 - i) * panel_h
-        overview = fig.add_axes((0.02, bottom, panel_w * 0.92, panel_h * 0.76))
-        _draw_overview(overview, view, row, col, image)
-        overview.set_title(f"{label}\nquery ({row}, {col}); square: zoomed area", fontsize=8, y=1.01)
-        row_axes = [overview]
-        for head in view.heads:
-            ax = fig.add_axes((0.02 + (head.head + 1) * panel_w, bottom, panel_w * 0.92, panel_h * 0.76))
-            _draw_head(ax, view, head, norm, image)
-            row_axes.append(ax)
-        for artist in {a for ax in row_axes for a in ax.findobj()}:  # this row's: "head-0" -> "m{i}-head-0"
-            if artist.get_gid():
-                artist.set_gid(f"m{i}-{artist.get_gid()}")
-    colorbar = fig.colorbar(ScalarMappable(norm=norm, cmap="inferno"), cax=fig.add_axes((0.93, 0.1, 0.012, 0.8)))
-    colorbar.ax.set_gid("colorbar")
-    colorbar.ax.tick_params(labelsize=7)
-    colorbar.set_label("softmax weight (one scale for every panel)", fontsize=7)
-    fig.suptitle(title or f"query ({row}, {col})", fontsize=9, y=0.995)
-    return fig
+    return AttentionPicture(image, weights_by_model, kernel_size, dilations).draw(row, col, title)
+
+
+class AttentionPicture:
+    """``plot_attention_heads`` (weights: one array) or ``plot_attention_comparison`` (weights:
+    {label: array}, one row each), built once and redrawn quickly for any query.
+
+    The axes, the photograph, the colour bar and the k*k labels of each head are made
+    once; ``draw(row, col)`` moves the zoom, gives the window collections their new
+    squares and weights and the labels their new text, position and colour.
+    ``draw(..., image=..., weights=...)`` shows other data of the same shapes (another
+    image of a data set). ``png(row, col)`` draws and returns the PNG at the picture's dpi.
+    """
+
+    def __init__(self, image, weights, kernel_size: int, dilations: Sequence[int], vmax: float = 1.0, dpi: int = 80):
+        self.comparison = isinstance(weights, Mapping)
+        self.weights = self._check_weights(weights, kernel_size, dilations)
+        self.image = _check_image(image)
+        if isinstance(vmax, bool) or not isinstance(vmax, (int, float)) or not 0 < vmax <= 1:
+            raise ValueError(f"vmax must be a number in (0, 1], the top of the colour scale; got {vmax!r}")
+        self.kernel_size, self.dilations = kernel_size, tuple(dilations)
+        self.norm = Normalize(0.0, float(vmax))
+        first = next(iter(self.weights.values()))
+        _, self.height, self.width, _ = first.shape
+        self.reach = max(self.dilations) * (kernel_size // 2) + 1  # as attention_heads computes it
+        columns, rows = len(self.dilations) + 1, len(self.weights)
+        if self.comparison:
+            self.figure = Figure(figsize=(2.9 * columns + 0.6, 3.2 * rows + 0.3), dpi=dpi)
+            panel_w, panel_h = 0.9 / columns, 0.92 / rows
+            boxes = [(0.03 + (rows - 1 - i) * panel_h, panel_h * 0.76) for i in range(rows)]  # bottom, height
+            colorbar_box, title_y = (0.93, 0.1, 0.012, 0.8), 0.995
+            colorbar_label = "softmax weight (one scale for every panel)"
+        else:
+            self.figure = Figure(figsize=(2.9 * columns + 0.6, 3.6), dpi=dpi)
+            panel_w = 0.9 / columns
+            boxes = [(0.06, 0.74)]
+            colorbar_box, title_y = (0.93, 0.1, 0.012, 0.66), 0.98
+            colorbar_label = "softmax weight (one scale for all heads)"
+        self._rows = []
+        for i, (bottom, panel_h) in enumerate(boxes):
+            overview = self.figure.add_axes((0.02, bottom, panel_w * 0.92, panel_h))
+            heads = [
+                self.figure.add_axes((0.02 + (h + 1) * panel_w, bottom, panel_w * 0.92, panel_h))
+                for h in range(len(self.dilations))
+            ]
+            self._rows.append(self._build_row(overview, heads, prefix=f"m{i}-" if self.comparison else ""))
+        colorbar = self.figure.colorbar(ScalarMappable(norm=self.norm, cmap="inferno"),
+                                        cax=self.figure.add_axes(colorbar_box))
+        colorbar.ax.set_gid("colorbar")
+        colorbar.ax.tick_params(labelsize=7)
+        colorbar.set_label(colorbar_label, fontsize=7)
+        self._title = self.figure.suptitle("", fontsize=9, y=title_y)
+
+    @staticmethod
+    def _check_weights(weights, kernel_size, dilations) -> dict:
+        if not isinstance(weights, Mapping):
+            weights = {None: weights}
+        arrays = {label: np.asarray(w) for label, w in weights.items()}
+        for w in arrays.values():  # shapes, dilations (the query is checked at each draw)
+            attention_heads(w, 0, 0, kernel_size, dilations)
+        shapes = {w.shape for w in arrays.values()}
+        if len(shapes) != 1:
+            raise ValueError(f"weights_by_model: every model's weights must have one shape, got {sorted(shapes)}")
+        return arrays
+
+    def _build_row(self, overview, head_axes, prefix: str) -> dict:
+        """One model's panels: the overview with its cross and zoom box, each head's squares and labels."""
+        height, width, image = self.height, self.width, self.image
+        _draw_map(overview, height, width, margin=0, image=image)
+        (cross,) = overview.plot([], [], marker="+", ms=9, mew=1.5, color="cyan", zorder=5, gid="query", ls="none")
+        zoom = Rectangle((0, 0), 2 * self.reach + 1, 2 * self.reach + 1, fill=False, edgecolor="white", lw=1.2,
+                         zorder=4, gid="zoom-box")
+        overview.add_patch(zoom)
+        _no_ticks(overview)
+        heads = []
+        for h, ax in enumerate(head_axes):
+            _draw_map(ax, height, width, margin=self.reach, image=image)
+            cells = {}
+            for outside, gid, style in (
+                (False, f"head-{h}", dict(edgecolor="white", lw=0.6)),
+                (True, f"head-{h}-padding", dict(edgecolor=_BEYOND_COLOR, hatch="///", lw=1.0)),
+            ):
+                cells[outside] = square_cells([], gid, inset=0.06, cmap="inferno", norm=self.norm, alpha=0.85,
+                                              zorder=2, **style)
+                ax.add_collection(cells[outside], autolim=False)
+            labels = [ax.text(0, 0, "", ha="center", va="center", fontsize=6, zorder=6)
+                      for _ in range(self.kernel_size**2)]
+            outline = Rectangle((0, 0), 1, 1, fill=False, edgecolor="cyan", lw=1.6, zorder=5, gid="query")
+            ax.add_patch(outline)  # an outline: the query's own weight stays readable
+            _no_ticks(ax)
+            heads.append(dict(ax=ax, cells=cells, labels=labels, outline=outline))
+        if prefix:  # this row's: "head-0" -> "m{i}-head-0"
+            for artist in {a for ax in [overview, *head_axes] for a in ax.findobj()}:
+                if artist.get_gid():
+                    artist.set_gid(prefix + artist.get_gid())
+        return dict(overview=overview, cross=cross, zoom=zoom, heads=heads,
+                    photos=[im for ax in [overview, *head_axes] for im in ax.images])
+
+    def draw(self, row: int, col: int, title: str = "", image=None, weights=None) -> Figure:
+        """The figure for the query at (row, col); ``image`` / ``weights`` replace the data (same shapes).
+
+        Every argument is checked before anything is drawn: a refused one leaves the picture as it was."""
+        new_weights = self.weights if weights is None else self._same_form_weights(weights)
+        new_image = self.image if image is None else self._same_shape_image(image)
+        views = [attention_heads(w, row, col, self.kernel_size, self.dilations) for w in new_weights.values()]
+        if new_image is not self.image:
+            self.image = new_image
+            for parts in self._rows:
+                for photo in parts["photos"]:
+                    photo.set_data(new_image)
+                    if new_image.ndim == 2:  # a colour-mapped image scales to its data, as imshow does
+                        photo.autoscale()
+        self.weights = new_weights
+        for label, parts, view in zip(self.weights, self._rows, views):
+            self._draw_row(parts, view, row, col, label)
+        self._title.set_text(title or f"query ({row}, {col})")
+        return self.figure
+
+    def png(self, row: int, col: int, title: str = "", image=None, weights=None) -> bytes:
+        """``draw`` and the picture as PNG bytes at the figure's dpi."""
+        return figure_png(self.draw(row, col, title, image=image, weights=weights))
+
+    def _same_form_weights(self, weights) -> dict:
+        if isinstance(weights, Mapping) != self.comparison:
+            raise ValueError("weights must have the form the picture was built with (an array, or a dict of them)")
+        new = self._check_weights(weights, self.kernel_size, self.dilations)
+        shape = next(iter(self.weights.values())).shape
+        if list(new) != list(self.weights) or next(iter(new.values())).shape != shape:
+            raise ValueError(f"weights must have the labels {list(self.weights)} and the shape {shape} "
+                             "the picture was built with")
+        return new
+
+    def _same_shape_image(self, image) -> np.ndarray:
+        array = _check_image(image)
+        if self.image is None or array is None or array.shape != self.image.shape:
+            shape = None if self.image is None else self.image.shape
+            raise ValueError(f"image must have the shape the picture was built with, {shape}")
+        return array
+
+    def _draw_row(self, parts: dict, view: AttentionHeads, row: int, col: int, label) -> None:
+        """One model's row for the query: the cross and zoom box, then each head's squares, labels and title."""
+        reach, norm = self.reach, self.norm
+        parts["cross"].set_data([col], [row])
+        parts["zoom"].set_xy((col - reach - 0.5, row - reach - 0.5))
+        if label is None:
+            parts["overview"].set_title(
+                f"the whole map, {view.height}x{view.width} cells\nquery ({row}, {col}); square: zoomed area",
+                fontsize=8, y=1.01)
+        else:
+            parts["overview"].set_title(f"{label}\nquery ({row}, {col}); square: zoomed area", fontsize=8, y=1.01)
+        for head, drawn in zip(view.heads, parts["heads"]):
+            window, weights = head.window, head.weights
+            ax = drawn["ax"]
+            ax.set_xlim(col - reach - 0.5, col + reach + 0.5)
+            ax.set_ylim(row + reach + 0.5, row - reach - 0.5)
+            for outside, cells in drawn["cells"].items():
+                chosen = [o for o, out in enumerate(window.outside) if out == outside]
+                set_square_cells(cells, [window.positions[o] for o in chosen], inset=0.06)
+                cells.set_array(weights[chosen])
+            for text, (i, j), w in zip(drawn["labels"], window.positions, weights):
+                text.set_position((j, i))
+                text.set_text(f"{100 * w:.1f}")
+                text.set_color("white" if norm(w) < 0.6 else "black")
+            drawn["outline"].set_xy((col - 0.5, row - 0.5))
+            ax.set_title(
+                f"head {head.head}, dilation {head.dilation} (weights in %)\n"
+                f"{float(weights.min()):.3f} to {float(weights.max()):.3f}; padding {100 * head.padding:.0f}%",
+                fontsize=8, y=1.01,
+            )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ produced a map figure at its foot.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -29,11 +28,11 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
-from PIL import Image
 
 from ..._checks import check_dilation, check_kernel_size, check_positive_int
 from ...geometry import window_offsets
-from ._style import _BEYOND_COLOR, _QUERY_COLOR, _call_text, _cells, _check_query, _draw_map, _footer, _no_ticks, _star
+from ._pictures import canvas_png, set_square_cells, square_cells
+from ._style import _BEYOND_COLOR, _QUERY_COLOR, _call_text, _check_query, _draw_map, _footer, _no_ticks, _star
 
 __all__ = [
     "ShiftedView",
@@ -131,10 +130,13 @@ class ShiftedViewsPicture:
     """``plot_shifted_views`` for one map, kernel and dilation, redrawn quickly for any query.
 
     The k*k panels (maps, padding, views, titles) do not depend on the query; the
-    keys, arrows, stars, title, legend and footer do. The first are drawn once into
-    a background image; ``png(row, col)`` draws only the second over it, so a move of
-    the query costs a few artists and one PNG instead of k*k panels (the explorer of
-    lesson 06 at kernel 5 went from about 0.6 s to a tenth of that, measured).
+    keys, arrows, stars, title, the legend's first label and the footer do. The artists
+    of both are made once; ``draw(row, col)`` gives the second their new places,
+    styles and words.
+    ``prepare()`` draws the first into a background image, and ``png(row, col)`` then
+    draws only the second over it, so a move of the query costs a few artists and
+    one PNG instead of k*k panels (the explorer of lesson 06 at kernel 5 went from
+    about 0.6 s to a tenth of that, measured).
     """
 
     def __init__(self, height: int, width: int, kernel_size: int, dilation: int, dpi: int = 96):
@@ -144,49 +146,60 @@ class ShiftedViewsPicture:
         side = max(height, width) + 2 * self.pad
         panel = min(2.3, 0.6 + 0.17 * side)
         self._fig_height = panel * kernel_size + 2.2  # panels, the title, the legend and the call
-        self.figure = Figure(figsize=(max(6.0, panel * kernel_size + 0.4), self._fig_height), dpi=dpi)
-        self._axes = self.figure.subplots(kernel_size, kernel_size, squeeze=False)
+        self.figure = fig = Figure(figsize=(max(6.0, panel * kernel_size + 0.4), self._fig_height), dpi=dpi)
+        self._axes = fig.subplots(kernel_size, kernel_size, squeeze=False)
+        self._query_artists: list = []  # (owner, artist): what a query changes, drawn over the background
+        self._keys, self._arrows, self._stars = [], [], []
         for view in shifted_views(height, width, kernel_size, dilation, 0, 0):
             a, b = divmod(view.index, kernel_size)
-            _draw_view_panel(self._axes[a][b], view, height, width, self.pad)
-        self.figure.subplots_adjust(left=0.03, right=0.97, bottom=1.15 / self._fig_height,
-                                    top=1 - 0.95 / self._fig_height, wspace=0.12, hspace=0.45)
-        self._query_artists: list = []  # (owner, artist): what a query draws, removed at the next one
+            ax = self._axes[a][b]
+            _draw_view_panel(ax, view, height, width, self.pad)
+            key, arrow, star = _view_query_artists(ax, view)
+            self._keys.append(key)
+            self._arrows.append(arrow)
+            self._stars.append(star)
+            self._query_artists += [(ax, artist) for artist in (key, arrow, star) if artist is not None]
+        fig.subplots_adjust(left=0.03, right=0.97, bottom=1.15 / self._fig_height,
+                            top=1 - 0.95 / self._fig_height, wspace=0.12, hspace=0.45)
+        self._title = fig.suptitle("", fontsize=8)
+        self._legend = _views_legend(fig, height, width, self._fig_height)
+        _footer(fig, "")
+        self._footer = fig.texts[-1]
+        # of the legend only the query's label changes: the rest of it is drawn with the panels. Its
+        # column is as wide as its longest label, never this one, so the label keeps its place.
+        self._query_artists += [(fig, self._title), (fig, self._legend.get_texts()[0]), (fig, self._footer)]
         self._background = None
 
     def draw(self, row: int, col: int) -> Figure:
         """The figure with the query (row, col): its keys, arrows, stars, title, legend and footer."""
         views = shifted_views(self.height, self.width, self.kernel_size, self.dilation, row, col)
-        for _, artist in self._query_artists:
-            artist.remove()
-        self._query_artists = []
-        for view in views:
-            ax = self._axes[view.index // self.kernel_size][view.index % self.kernel_size]
-            self._query_artists += [(ax, artist) for artist in _draw_view_query(ax, view, row, col)]
-        fig, k, pad = self.figure, self.kernel_size, self.pad
-        title = fig.suptitle(
+        for view, key, arrow, star in zip(views, self._keys, self._arrows, self._stars):
+            _place_view_query(view, key, arrow, star, row, col)
+        k, pad = self.kernel_size, self.pad
+        self._title.set_text(
             f"{k * k} views of K zero-padded to {self.height + 2 * pad} x {self.width + 2 * pad}. "
             f"Blue: the {self.height} x {self.width} slice of padded K that forms view o;\n"
             f"its element under the star's index [{row}, {col}] is the key at the arrow's head: "
-            f"key o of the query {(row, col)}",
-            fontsize=8,
+            f"key o of the query {(row, col)}"
         )
-        legend = _views_legend(fig, self.height, self.width, row, col, self._fig_height)
-        _footer(fig, _call_text(
+        self._legend.get_texts()[0].set_text(f"the query {(row, col)}")
+        self._footer.set_text(_call_text(
             "plot_shifted_views", height=self.height, width=self.width, kernel_size=k,
             dilation=self.dilation, row=row, col=col,
         ))
-        self._query_artists += [(fig, title), (fig, legend), (fig, fig.texts[-1])]
-        return fig
+        return self.figure
 
     def prepare(self) -> ShiftedViewsPicture:
         """Draw the panels that no query changes into the background image (once; the slow part)."""
         if self._background is None:
             canvas = FigureCanvasAgg(self.figure)
             for _, artist in self._query_artists:
-                artist.remove()
-            self._query_artists = []
-            canvas.draw()
+                artist.set_visible(False)
+            try:
+                canvas.draw()
+            finally:
+                for _, artist in self._query_artists:
+                    artist.set_visible(True)
             self._background = canvas.copy_from_bbox(self.figure.bbox)
         return self
 
@@ -198,12 +211,7 @@ class ShiftedViewsPicture:
         canvas.restore_region(self._background)
         for owner, artist in self._query_artists:
             owner.draw_artist(artist)
-        buffer = canvas.buffer_rgba()
-        out = io.BytesIO()
-        Image.frombuffer("RGBA", (buffer.shape[1], buffer.shape[0]), buffer, "raw", "RGBA", 0, 1).save(
-            out, format="png", compress_level=1
-        )
-        return out.getvalue()
+        return canvas_png(canvas)
 
 
 def _draw_view_panel(ax, view: ShiftedView, height: int, width: int, pad: int) -> None:
@@ -228,29 +236,39 @@ def _draw_view_panel(ax, view: ShiftedView, height: int, width: int, pad: int) -
     )
 
 
-def _draw_view_query(ax, view: ShiftedView, row: int, col: int) -> list:
-    """What a panel shows of the query: its key in view o, the arrow to it, the star; returns them."""
+def _view_query_artists(ax, view: ShiftedView) -> tuple:
+    """A panel's artists that a query places: its key in view o, the arrow to it (None for the
+    centre, whose shift is zero), the star."""
     o = view.index
-    style = (
-        dict(facecolor="none", edgecolor=_QUERY_COLOR, lw=2.0)
-        if view.on_map
-        else dict(facecolor="none", edgecolor=_BEYOND_COLOR, hatch="xxx", lw=1.2)
-    )
-    drawn = [ax.add_collection(_cells([view.key], f"key-{o}", inset=0.05, zorder=5, **style), autolim=False)]
+    key = ax.add_collection(square_cells([], f"key-{o}", inset=0.05, zorder=5, facecolor="none"), autolim=False)
+    arrow = None
     if view.shift != (0, 0):
         arrow = ax.annotate(
-            "", xy=(view.key[1], view.key[0]), xytext=(col, row), zorder=6,
+            "", xy=(0, 0), xytext=(0, 0), zorder=6,
             arrowprops=dict(arrowstyle="->", color="black", lw=1.0, shrinkA=3, shrinkB=3),
         )
         arrow.set_gid(f"shift-{o}")
-        drawn.append(arrow)
-    _star(ax, row, col, 9, 7)
-    drawn.append(ax.lines[-1])
-    return drawn
+    _star(ax, 0, 0, 9, 7)
+    return key, arrow, ax.lines[-1]
 
 
-def _views_legend(fig, height: int, width: int, row: int, col: int, fig_height: float):
-    """The legend under the panels: the query, a view, the key on the map or in the padding, the map."""
+def _place_view_query(view: ShiftedView, key, arrow, star, row: int, col: int) -> None:
+    """The query's key in view o (outlined gold on the map, red and hatched in the padding), the
+    arrow from the query to it, the star on the query."""
+    set_square_cells(key, [view.key], inset=0.05)
+    if view.on_map:
+        key.set(edgecolor=_QUERY_COLOR, hatch=None, linewidth=2.0)
+    else:
+        key.set(edgecolor=_BEYOND_COLOR, hatch="xxx", linewidth=1.2)
+    if arrow is not None:
+        arrow.xy = (view.key[1], view.key[0])
+        arrow.set_position((col, row))
+    star.set_data([col], [row])
+
+
+def _views_legend(fig, height: int, width: int, fig_height: float):
+    """The legend under the panels: the query (its label says where: ``draw`` writes it), a view,
+    the key on the map or in the padding, the map."""
     handles = [
         Line2D([], [], marker="*", ms=9, color=_QUERY_COLOR, mec="black", ls="none"),
         Patch(facecolor=to_rgba(_VIEW_COLOR, 0.25), edgecolor=_VIEW_COLOR),
@@ -260,7 +278,7 @@ def _views_legend(fig, height: int, width: int, row: int, col: int, fig_height: 
         Patch(facecolor="0.95", edgecolor="black", lw=1.5),
     ]
     labels = [
-        f"the query {(row, col)}",
+        "the query",
         f"view o: a {height} x {width} slice of padded K",
         "key o of the query, on the map",
         "key o of the query, a zero of the padding",
