@@ -4,13 +4,18 @@ The window explorers are browser-native: tests/test_explorers.py and tests/test_
 
 from __future__ import annotations
 
+import gc
+import io
 import itertools
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from dilate_lab.course import widgets
 from dilate_lab.course._controls import _slider, _text, _toggle
+from dilate_lab.course.figures._pictures import figure_png
 from dilate_lab.geometry import dilated_window
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -247,6 +252,98 @@ def test_cached_pictures_keep_no_figures_alive():
     assert alive == [explorer.figure] and len(explorer._pictures) == 7
 
 
+# --------------------------------------------------------------------------- one reused picture per explorer
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(bytes(png))))  # rows, cols, 4
+
+
+def static_pixels(explorer) -> np.ndarray:
+    """``explorer.figure`` (drawn anew by the figure function of the lesson) at the widget's dpi."""
+    figure = explorer.figure
+    figure.set_dpi(96)
+    return pixels(figure_png(figure))
+
+
+# each control to its extremes, impossible settings included, in an order that changes the picture's layout
+CHANGES = {
+    "attention_viewer": [("row", 0), ("col", 27), ("row", 27), ("col", 0), ("row", 1)],
+    "erf_explorer": [("kernel_size", 7), ("left", "9, 9, 9, 9, 9, 9, 9, 9"), ("right", "0"), ("right", "1"),
+                     ("kernel_size", 5), ("left", "2, 2, 2")],
+    "shifted_views_explorer": [("kernel_size", 5), ("dilation", 3), ("row", 0), ("col", 0), ("kernel_size", 3),
+                               ("row", 5)],
+    "block_mask_explorer": [("side", 32), ("block_size", 16), ("dilation", 3), ("side", 8), ("block_size", 128),
+                            ("side", 20)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHANGES))
+def test_each_explorer_shows_the_static_figure_of_its_setting_after_any_changes(name):
+    """The picture an explorer redraws in place is, pixel for pixel, the figure its figure function
+    draws anew for the same setting: no artist keeps the state of an earlier setting."""
+    explorer = getattr(widgets, name)()
+    for key, value in CHANGES[name]:
+        explorer.controls[key].value = value
+        if explorer.error is not None:  # a refused schedule: the message, never a traceback
+            assert_shows_error(explorer, key)
+            continue
+        assert_shows_figure(explorer)
+        np.testing.assert_array_equal(pixels(explorer.image.value), static_pixels(explorer), err_msg=f"{key}={value!r}")
+
+
+def new_container_objects(change) -> int:
+    """Objects the garbage collector tracks that ``change()`` leaves alive or as cyclic garbage."""
+    gc.collect()
+    gc.disable()
+    try:
+        before = gc.get_count()[0]
+        change()
+        return gc.get_count()[0] - before
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("name", sorted(CHANGES))
+def test_a_change_leaves_almost_nothing_for_the_garbage_collector(name):
+    """A new figure per change leaves some 10,000 objects behind, and Python's full garbage collection
+    (0.05-0.15 s) then falls on every few changes; a reused picture leaves a few dozen (a few hundred
+    for the shifted views' arrows)."""
+    explorer = getattr(widgets, name)()
+    explorer._cache_size = 0  # every change draws
+    key, value = next((k, v) for k, v in CHANGES[name] if not (k == "right" and v == "0"))
+    values = [value, explorer.controls[key].value]
+    for setting in values:  # both settings drawn once: ticks and text layouts made
+        explorer.controls[key].value = setting
+    for setting in values:
+        left = new_container_objects(lambda: setattr(explorer.controls[key], "value", setting))
+        assert explorer.error is None and left < 1000, (key, setting, left)
+    new_figure = new_container_objects(lambda: figure_png(widgets.figures.plot_block_mask(32, 32, 3, 3, 16)))
+    assert new_figure > 5000  # what the explorers did before
+
+
+def test_a_figure_taken_from_an_explorer_stays_as_it_was():
+    explorer = widgets.block_mask_explorer()
+    kept = explorer.figure
+    title = kept.axes[0].get_title()
+    assert "of 32x32 computed" in title
+    explorer.controls["block_size"].value = 16
+    assert kept.axes[0].get_title() == title  # not the explorer's own picture, which the change redrew
+    assert explorer.figure is not kept and "of 16x16 computed" in explorer.figure.axes[0].get_title()
+    assert explorer.figure is explorer.figure  # drawn once per change
+
+
+def test_trained_attention_explorer_shows_the_static_figure_of_each_image():
+    from dilate_lab.course.trained_attention import trained_attention_explorer
+
+    rng = np.random.default_rng(3)
+    images = torch.from_numpy(rng.random((4, 1, 16, 16)) * np.arange(1, 5)[:, None, None, None])  # N, 1, H, W
+    weights = {label: rng.dirichlet(np.ones(9), size=(4, 3, 4, 4)) for label in ("untrained", "trained")}
+    explorer = trained_attention_explorer(weights, images, (1, 2, 3), row=1, col=2)
+    for key, value in [("image", 3), ("row", 0), ("col", 3), ("image", 1)]:
+        explorer.controls[key].value = value
+        assert_shows_figure(explorer)
+        np.testing.assert_array_equal(pixels(explorer.image.value), static_pixels(explorer))
+
+
 # --------------------------------------------------------------------------- the timing command
 def test_widget_timing_sweeps_the_extremes_of_every_control(monkeypatch):
     from dilate_lab.course.widget_timing import extreme_values, format_timings, measure_explorers
@@ -285,5 +382,7 @@ def test_widget_timing_sweeps_the_extremes_of_every_control(monkeypatch):
     assert 0 < row["median_change_s"] <= row["worst_single_change_s"]
     assert row["slowest_best_s"] <= row["slowest_change_s"] <= row["worst_single_change_s"]
     assert row["slowest_setting"] and row["rounds"] == 2 and row["full_collection_s"] > 0
+    assert row["full_collections_over"] == swept and row["full_collections"] >= 0  # one more sweep, not collected
     table = format_timings([row])
     assert "tiny_explorer" in table and "median of 2" in table and table.count("\n") == 2
+    assert f"{row['full_collections']} in {swept} changes" in table

@@ -20,9 +20,9 @@ from .._checks import check_positive_int
 from ..tracing import trace_tensors
 from ._controls import _slider
 from .data import display_array
-from .figures.attention_heads import plot_attention_comparison
+from .figures.attention_heads import AttentionPicture, plot_attention_comparison
 from .small_models import SmallDilateFormer
-from .widgets import Explorer
+from .widgets import _PNG_DPI, Explorer, RenderedFigure
 
 __all__ = ["collect_attention", "trained_attention_explorer"]
 
@@ -89,7 +89,8 @@ def trained_attention_explorer(
     """Slide through the images and the queries; every model's heads for that query, one row each.
 
     ``weights_by_model``: {label: ``collect_attention(...)[0]``} for the same ``images``
-    (N, in_chans, H, W). The picture is ``figures.attention_heads.plot_attention_comparison``.
+    (N, in_chans, H, W). The picture is ``figures.attention_heads.plot_attention_comparison``, as an
+    ``AttentionPicture`` that a change redraws.
     """
     if not isinstance(weights_by_model, Mapping) or not weights_by_model:
         raise ValueError("weights_by_model must be a non-empty dict {label: (N, heads, H, W, k*k) weights}")
@@ -105,14 +106,25 @@ def trained_attention_explorer(
         "col": _slider(min(col, width - 1), 0, width - 1, "query col", "dl-col"),
     }
 
+    def data(image):
+        return display_array(images[image]), {label: w[image] for label, w in weights_by_model.items()}
+
+    # plot_attention_comparison built once: a change gives its photographs, squares and labels new data
+    first_image, first_weights = data(controls["image"].value)
+    picture = AttentionPicture(first_image, first_weights, kernel_size, dilations, dpi=_PNG_DPI)
+
     def draw(image, row, col):
-        return plot_attention_comparison(
-            display_array(images[image]), {label: w[image] for label, w in weights_by_model.items()},
-            row, col, kernel_size, dilations, title=f"image {image}, query ({row}, {col})",
-        )
+        shown, weights = data(image)
+        title = f"image {image}, query ({row}, {col})"
+        return RenderedFigure(picture.figure, picture.png(row, col, title, image=shown, weights=weights))
+
+    def static_figure(image, row, col):
+        shown, weights = data(image)
+        return plot_attention_comparison(shown, weights, row, col, kernel_size, dilations,
+                                         title=f"image {image}, query ({row}, {col})")
 
     return Explorer(
-        "trained-attention", controls, draw, cache=64,
+        "trained-attention", controls, draw, cache=64, static_figure=static_figure,
         note="One cell = one token (a patch of the image). One colour scale for every panel (0 to 1); "
              "hatched cells are zero padding.",
     )

@@ -22,10 +22,13 @@ round in which another process held the CPU. The table gives per explorer the me
 (by its median over the rounds, with its CPU time and its best round) and the
 single worst change seen, against the course's budget of 0.2 s: "yes" when the
 slowest setting's median is within it, "CPU only" when only its CPU time is (the
-wall clock lost to other processes). Python's full garbage collection runs every
-several redraws whatever the setting; each change here starts from a collected heap
-and the collection is timed on its own (last column): a learner's change that
-happens to trigger one waits that much longer. The browser-native explorers
+wall clock lost to other processes). Python's full garbage collection runs when
+enough new objects have outlived two younger collections, whatever the setting; each
+change here starts from a collected heap and the collection is timed on its own: a
+learner's change that happens to trigger one waits that much longer. How often that
+happens is counted too (last column): one more sweep of a new explorer, its changes
+one after the other as a learner makes them, without collecting in between, and the
+full collections Python ran during it. The browser-native explorers
 (``dilate_lab.course.explorers``) answer in the browser and are timed by the
 browser test instead (tests/test_browser_explorers.py).
 """
@@ -71,8 +74,9 @@ def extreme_values(name: str, control: widgets.Widget) -> list:
     return [value for value in values if value != control.value]
 
 
-def _timed_change(explorer, changes: list, label: str, set_values) -> None:
-    gc.collect()  # no garbage left over from the change before: its collection is timed on its own
+def _timed_change(explorer, changes: list, label: str, set_values, collect: bool = True) -> None:
+    if collect:
+        gc.collect()  # no garbage left over from the change before: its collection is timed on its own
     wall, cpu = time.perf_counter(), time.process_time()
     set_values()
     changes.append((time.perf_counter() - wall, time.process_time() - cpu, label, explorer.error))
@@ -82,18 +86,39 @@ def _set(explorer, key: str, value):
     return lambda: setattr(explorer.controls[key], "value", value)
 
 
-def _sweep(explorer, changes: list) -> dict:
+def _sweep(explorer, changes: list, collect: bool = True) -> dict:
     """Each control to each extreme and back; returns the slowest value of each control."""
     slowest = {}
     for key, control in explorer.controls.items():
         default = control.value
         for value in extreme_values(key, control):
             before = len(changes)
-            _timed_change(explorer, changes, f"{key}={value!r}", _set(explorer, key, value))
+            _timed_change(explorer, changes, f"{key}={value!r}", _set(explorer, key, value), collect)
             if key not in slowest or changes[before][0] > slowest[key][1]:
                 slowest[key] = (value, changes[before][0])
-            _timed_change(explorer, changes, f"{key}={default!r} (back)", _set(explorer, key, default))
+            _timed_change(explorer, changes, f"{key}={default!r} (back)", _set(explorer, key, default), collect)
     return {key: value for key, (value, _) in slowest.items()}
+
+
+def _full_collections_in_a_sweep(name: str) -> tuple[int, int]:
+    """(full garbage collections Python ran, changes made) over one sweep of a new explorer whose
+    changes follow one another as a learner's do, nothing collected in between."""
+    explorer = getattr(explorers, name)()
+    gc.collect()
+    full = []
+
+    def count(phase, info):
+        if phase == "start" and info["generation"] == 2:
+            full.append(1)
+
+    changes: list = []
+    gc.callbacks.append(count)
+    try:
+        _sweep(explorer, changes, collect=False)
+    finally:
+        gc.callbacks.remove(count)
+    _dispose(explorer)
+    return len(full), len(changes)
 
 
 def _worst_corner(explorer, changes: list, corner: dict) -> None:
@@ -122,7 +147,8 @@ def _full_collection_seconds() -> float:
     """CPU seconds of one full garbage collection of this process, with the explorer alive (median of 3).
 
     Python runs one whenever enough objects have outlived two younger collections (every
-    several redraws of a figure), whatever the setting: its cost is the number of live
+    several redraws for an explorer that builds a new figure each time; rarely for one that
+    gives a reused picture new data), whatever the setting: its cost is the number of live
     objects (torch, matplotlib and the widgets make some 230,000), not the explorer's work.
     """
     seconds = []
@@ -164,6 +190,7 @@ def measure_explorers(names=EXPLORERS, rounds: int = 1) -> list[dict]:
             _worst_corner(explorer, changes, corner)
             collections.append(_full_collection_seconds())
             _dispose(explorer)  # the next round starts from what a learner's kernel holds: one explorer
+        full_collections, swept = _full_collections_in_a_sweep(name)
         runs: dict[str, list[tuple[float, float]]] = {}  # per setting, its (wall, CPU) of every round
         for wall, cpu, label, _ in changes:
             runs.setdefault(label, []).append((wall, cpu))
@@ -181,6 +208,8 @@ def measure_explorers(names=EXPLORERS, rounds: int = 1) -> list[dict]:
             "slowest_cpu_of_all_s": max(cpu for _, cpu in median.values()),
             "worst_single_change_s": max(c[0] for c in changes),
             "full_collection_s": statistics.median(collections),
+            "full_collections": full_collections,
+            "full_collections_over": swept,
             "changes": len(changes),
             "messages": sorted({c[3] for c in changes if c[3]}),
             "errors": explorer.error,
@@ -198,15 +227,16 @@ def format_timings(rows: list[dict]) -> str:
     rounds = max(row.get("rounds", 1) for row in rows)
     lines = [
         f"| explorer | build s | median change s | slowest setting (median of {rounds}) | its median: s (CPU s) | "
-        f"its best s | worst single change s | changes | within {BUDGET_SECONDS} s | full GC CPU s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"its best s | worst single change s | changes | within {BUDGET_SECONDS} s | full GC CPU s | "
+        "full GCs in a sweep |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row['explorer']} | {row['build_s']:.3f} | {row['median_change_s']:.3f} | {row['slowest_setting']} | "
             f"{row['slowest_change_s']:.3f} ({row['slowest_cpu_s']:.3f}) | {row['slowest_best_s']:.3f} | "
             f"{row['worst_single_change_s']:.3f} | {row['changes']} | {_verdict(row)} | "
-            f"{row['full_collection_s']:.3f} |"
+            f"{row['full_collection_s']:.3f} | {row['full_collections']} in {row['full_collections_over']} changes |"
         )
     return "\n".join(lines)
 

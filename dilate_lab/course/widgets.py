@@ -8,18 +8,22 @@ border, unfold, shape tracer, coverage) are browser-native and live in
 ``dilate_lab.course.explorers``.
 
 Each explorer here is an ``ipywidgets.VBox``: its controls on top, a message
-line, and the picture, a PNG that the figure function in
-``dilate_lab.course.figures`` draws on every change. Nothing is computed here
-that a figure function or ``dilate_lab.course.shapes`` does not already compute,
-so what a learner sees in a widget is exactly the static figure of the lesson
-with other arguments.
+line, and the picture, a PNG of the figure of ``dilate_lab.course.figures`` for
+the current setting. Nothing is computed here that a figure function or
+``dilate_lab.course.shapes`` does not already compute, so what a learner sees in
+a widget is exactly the static figure of the lesson with other arguments. To
+answer a change quickly, an explorer keeps one figure of that function's picture
+class (``AttentionPicture``, ``ErfPicture``, ``ShiftedViewsPicture``,
+``BlockMaskPicture``) and on a change only gives its artists new data, instead of
+building a new figure (its axes, ticks and patches, and the garbage they leave).
 
 For tests and for curious learners every explorer keeps:
 
 - ``explorer.controls``: the control widgets by argument name;
-- ``explorer.figure``: the ``matplotlib.figure.Figure`` of the picture shown (not
-  closed: figures made with ``Figure()`` are not registered with pyplot, so dropping
-  the reference frees them);
+- ``explorer.figure``: the ``matplotlib.figure.Figure`` of the picture shown, drawn
+  by the figure function when first asked for after a change: a figure of its own,
+  which the next change leaves as it is (not closed: figures made with ``Figure()``
+  are not registered with pyplot, so dropping the reference frees them);
 - ``explorer.error``: the message of the ValueError the last setting raised
   (shown in the widget instead of a traceback), or None;
 - ``explorer.render_seconds``: how long the last redraw took.
@@ -42,6 +46,9 @@ import ipywidgets as widgets
 from matplotlib.figure import Figure
 
 from . import figures
+from .figures.attention_heads import AttentionPicture
+from .figures.blocks import BlockMaskPicture
+from .figures.erf import ErfPicture
 from .figures.speed import ShiftedViewsPicture
 from ._controls import _slider, _styled, _text, _toggle, parse_dilations
 from .shapes import block_attention
@@ -60,8 +67,8 @@ _PNG_DPI = 96
 
 @dataclass(frozen=True)
 class RenderedFigure:
-    """A figure whose PNG its figure function already made (faster than ``savefig``: see
-    ``figures.speed.ShiftedViewsPicture``); ``draw`` may return one instead of a Figure."""
+    """A figure whose PNG its picture already made (e.g. ``figures.speed.ShiftedViewsPicture``,
+    which draws only what a query changes); ``draw`` may return one instead of a Figure."""
 
     figure: Figure
     png: bytes
@@ -102,6 +109,12 @@ class Explorer(widgets.VBox):
     ``convert`` (optional) turns the raw control values into ``draw``'s
     arguments, e.g. parsing a dilation text box; ``sync`` (optional) adjusts
     dependent controls (e.g. a slider's range) before a redraw.
+
+    ``static_figure`` (optional, with a ``draw`` that returns the ``RenderedFigure`` of a
+    reused picture): the figure function that draws the same picture as a new figure,
+    with ``draw``'s arguments. ``explorer.figure`` is then that new figure, drawn when
+    first asked for after a change, never the picture's own, which the next change
+    redraws: a figure a learner keeps stays as it was.
     """
 
     def __init__(
@@ -114,11 +127,13 @@ class Explorer(widgets.VBox):
         sync: Callable[[Explorer, str], None] | None = None,
         note: str = "",
         cache: int = 0,
+        static_figure: Callable[..., Figure] | None = None,
     ):
         super().__init__()
         self.name = name
         self.controls = controls
         self._cache_size = cache
+        self._static_figure = static_figure
         self._pictures: OrderedDict[tuple, _CachedPicture] = OrderedDict()  # the last ``cache`` settings drawn
         self._draw = draw
         self._convert = convert
@@ -128,7 +143,7 @@ class Explorer(widgets.VBox):
         self.render_png = True
         """False skips the PNG (the figure is still built): for fast sweeps in tests."""
         self._figure: Figure | None = None
-        self._figure_values: dict | None = None  # a setting shown from the cache, its figure not drawn yet
+        self._figure_values: dict | None = None  # the setting shown, its figure not drawn yet
         self.html: str | None = None
         self.error: str | None = None
         self.render_seconds: float | None = None
@@ -157,11 +172,16 @@ class Explorer(widgets.VBox):
     def figure(self) -> Figure | None:
         """The figure of the picture shown (None for an HTML view or an impossible setting).
 
-        After a setting shown from the cache of PNGs, it is drawn again here, once."""
+        With a ``static_figure``, and after a setting shown from the cache of PNGs, it is
+        drawn here, once per change."""
         if self._figure_values is not None:
             values, self._figure_values = self._figure_values, None
-            result = self._draw(**(self._convert(values) if self._convert else values))
-            self._figure = result.figure if isinstance(result, RenderedFigure) else result
+            arguments = self._convert(values) if self._convert else values
+            if self._static_figure is not None:
+                self._figure = self._static_figure(**arguments)
+            else:
+                result = self._draw(**arguments)
+                self._figure = result.figure if isinstance(result, RenderedFigure) else result
         return self._figure
 
     def release(self) -> None:
@@ -228,7 +248,11 @@ class Explorer(widgets.VBox):
                     self._figure, self._figure_values, png, width = None, values, result.png, result.width
                 else:
                     figure = result.figure if isinstance(result, RenderedFigure) else result
-                    self._figure, self._figure_values, width = figure, None, _width(figure)
+                    if self._static_figure is not None:  # the picture's figure stays the explorer's own
+                        self._figure, self._figure_values = None, values
+                    else:
+                        self._figure, self._figure_values = figure, None
+                    width = _width(figure)
                     png = (result.png if isinstance(result, RenderedFigure) else _png(figure)) if self.render_png else None
                 self.html = None
                 if png is not None:
@@ -266,15 +290,22 @@ def attention_viewer(model=None, image_size: int = 112, row: int = 1, col: int =
         "row": _slider(min(row, height - 1), 0, height - 1, "query row", "dl-row"),
         "col": _slider(min(col, width - 1), 0, width - 1, "query col", "dl-col"),
     }
+    # plot_attention_heads built once: a move of the query only moves the zoom and updates the squares and labels
+    picture = AttentionPicture(attention.image, attention.weights, attention.kernel_size, attention.dilations,
+                               dpi=_PNG_DPI)
+
+    def title(row, col):
+        return f"DilateBlock attention for query ({row}, {col}) of a {height}x{width} map ({origin})"
 
     def draw(row, col):
-        return figures.plot_attention_heads(
-            attention.image, attention.weights, row, col, attention.kernel_size, attention.dilations,
-            title=f"DilateBlock attention for query ({row}, {col}) of a {height}x{width} map ({origin})",
-        )
+        return RenderedFigure(picture.figure, picture.png(row, col, title(row, col)))
+
+    def static_figure(row, col):
+        return figures.plot_attention_heads(attention.image, attention.weights, row, col, attention.kernel_size,
+                                            attention.dilations, title=title(row, col))
 
     explorer = Explorer(
-        "attention-viewer", controls, draw, cache=256,
+        "attention-viewer", controls, draw, cache=256, static_figure=static_figure,
         note=(
             f"One cell = {attention.stride}x{attention.stride} pixels of the photograph (the stem's stride). "
             "One colour scale for every head (0 to 1); hatched cells are zero padding."
@@ -302,12 +333,21 @@ def erf_explorer(left: str = "1, 1, 1", right: str = "1, 2, 3", kernel_size: int
         "kernel_size": _toggle((3, 5, 7), kernel_size, "kernel k", "dl-kernel"),
     }
 
-    def draw(left, right, kernel_size):
-        schedules = [parse_dilations(left, "left", max_dilation=9), parse_dilations(right, "right", max_dilation=9)]
-        # "auto": the gradient where it is quick, exact window-chain counts (same reach) where it is not
+    picture = ErfPicture(2, dpi=_PNG_DPI)  # plot_effective_receptive_field built once, its artists given new data
+
+    def convert(values):
+        schedules = [parse_dilations(values["left"], "left", max_dilation=9),
+                     parse_dilations(values["right"], "right", max_dilation=9)]
+        return {"schedules": schedules, "kernel_size": values["kernel_size"]}
+
+    # "auto": the gradient where it is quick, exact window-chain counts (same reach) where it is not
+    def draw(schedules, kernel_size):
+        return RenderedFigure(picture.figure, picture.png(schedules, kernel_size, measure="auto"))
+
+    def static_figure(schedules, kernel_size):
         return figures.plot_effective_receptive_field(schedules, kernel_size, measure="auto")
 
-    return Explorer("erf", controls, draw, cache=64)
+    return Explorer("erf", controls, draw, convert=convert, cache=64, static_figure=static_figure)
 
 
 # ---------------------------------------------------------------------------
@@ -329,7 +369,10 @@ def shifted_views_explorer(kernel_size: int = 3, dilation: int = 2, row: int = 1
         picture = pictures[(kernel_size, dilation)]
         return RenderedFigure(picture.figure, picture.png(row, col))
 
-    return Explorer("shifted-views", controls, draw)
+    def static_figure(dilation, kernel_size, row, col):
+        return figures.plot_shifted_views(6, 6, kernel_size, dilation, row, col)
+
+    return Explorer("shifted-views", controls, draw, static_figure=static_figure)
 
 
 # ---------------------------------------------------------------------------
@@ -345,8 +388,14 @@ def block_mask_explorer(side: int = 16, dilation: int = 2, block_size: int = 32)
         ),
     }
     controls["side"].add_class("dl-size")
+    picture = BlockMaskPicture(dpi=_PNG_DPI)  # plot_block_mask built once, its artists given new data
 
     def draw(dilation, block_size, side):
+        return RenderedFigure(picture.figure, picture.png(height=side, width=side, dilation=dilation,
+                                                          block_size=block_size))
+
+    def static_figure(dilation, block_size, side):
         return figures.plot_block_mask(height=side, width=side, dilation=dilation, block_size=block_size)
 
-    return Explorer("block-mask", controls, draw)
+    # 84 settings in all, some 60 kB of PNG each: every one drawn is kept
+    return Explorer("block-mask", controls, draw, cache=84, static_figure=static_figure)
