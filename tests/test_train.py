@@ -304,6 +304,28 @@ def test_a_dilation_1_model_scores_the_marks_separately_so_one_colouring_in_four
                 assert token_gap > 1e-4
 
 
+@pytest.mark.parametrize("change", [{"position_embedding": True}, {"depth": 2}])
+def test_lesson07_answer_1_either_change_breaks_the_identity_by_about_a_hundredth(change):
+    """Lesson 07's question 1: on the lesson's example (the first training layout, seed 0) the
+    identity holds to rounding error for the lesson's (1, 1, 1) model, and its answer says that a
+    position embedding or a second block makes the largest gap about 0.01."""
+    train, _ = make_longrange_data(n_train=2000, n_test=500, seed=0)
+    layout = train.layouts[0]
+    images = torch.stack([
+        render_longrange(LongRangeLayout(layout.marks, pair, layout.distractors, layout.distractor_greys), 6, 4)
+        for pair in ((0, 0), (1, 1), (0, 1), (1, 0))
+    ]).double()  # 4, 3, 24, 24
+    gaps = {}
+    for name, kwargs in (("original", {}), ("changed", change)):
+        seed_everything(0)
+        model = build_model("longrange", "1,1,1", **kwargs).double().eval()
+        with torch.no_grad():
+            tokens = model.forward_tokens(images)  # 4, 6, 6, C
+        gaps[name] = (tokens[0] + tokens[1] - tokens[2] - tokens[3]).abs().max().item()
+    assert gaps["original"] < 1e-12
+    assert 1e-3 < gaps["changed"] < 0.1
+
+
 def test_attention_maps_are_softmax_weights_per_head():
     torch.manual_seed(0)
     model = build_model("longrange", "1,2,3")
