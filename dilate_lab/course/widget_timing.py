@@ -26,9 +26,10 @@ wall clock lost to other processes). Python's full garbage collection runs when
 enough new objects have outlived two younger collections, whatever the setting; each
 change here starts from a collected heap and the collection is timed on its own: a
 learner's change that happens to trigger one waits that much longer. How often that
-happens is counted too (last column): one more sweep of a new explorer, its changes
-one after the other as a learner makes them, without collecting in between, and the
-full collections Python ran during it. The browser-native explorers
+happens is counted too (last column): a new explorer that keeps no PNGs (every change
+draws) is swept again and again, its changes one after the other as a learner makes
+them, nothing collected in between, and the full collections Python ran are counted
+over at least ``GC_COUNT_CHANGES`` changes. The browser-native explorers
 (``dilate_lab.course.explorers``) answer in the browser and are timed by the
 browser test instead (tests/test_browser_explorers.py).
 """
@@ -46,9 +47,11 @@ import torch
 
 from . import widgets as explorers
 
-__all__ = ["BUDGET_SECONDS", "EXPLORERS", "extreme_values", "measure_explorers", "format_timings", "main"]
+__all__ = ["BUDGET_SECONDS", "GC_COUNT_CHANGES", "EXPLORERS", "extreme_values", "measure_explorers", "format_timings", "main"]
 
 BUDGET_SECONDS = 0.2
+GC_COUNT_CHANGES = 60
+"""At least this many changes drawn one after the other when the full garbage collections are counted."""
 
 EXPLORERS = tuple(name for name in explorers.__all__ if name not in ("Explorer", "parse_dilations"))
 """Every explorer factory of ``dilate_lab.course.widgets``."""
@@ -100,10 +103,12 @@ def _sweep(explorer, changes: list, collect: bool = True) -> dict:
     return {key: value for key, (value, _) in slowest.items()}
 
 
-def _full_collections_in_a_sweep(name: str) -> tuple[int, int]:
-    """(full garbage collections Python ran, changes made) over one sweep of a new explorer whose
-    changes follow one another as a learner's do, nothing collected in between."""
+def _full_collections_in_sweeps(name: str, at_least: int = GC_COUNT_CHANGES) -> tuple[int, int]:
+    """(full garbage collections Python ran, changes made) over sweeps of a new explorer that keeps
+    no PNGs (every change draws), its changes following one another as a learner's do, nothing
+    collected in between, until ``at_least`` changes were made."""
     explorer = getattr(explorers, name)()
+    explorer.cache_size = 0
     gc.collect()
     full = []
 
@@ -114,7 +119,11 @@ def _full_collections_in_a_sweep(name: str) -> tuple[int, int]:
     changes: list = []
     gc.callbacks.append(count)
     try:
-        _sweep(explorer, changes, collect=False)
+        while len(changes) < at_least:
+            before = len(changes)
+            _sweep(explorer, changes, collect=False)
+            if len(changes) == before:  # no control to move
+                break
     finally:
         gc.callbacks.remove(count)
     _dispose(explorer)
@@ -190,7 +199,7 @@ def measure_explorers(names=EXPLORERS, rounds: int = 1) -> list[dict]:
             _worst_corner(explorer, changes, corner)
             collections.append(_full_collection_seconds())
             _dispose(explorer)  # the next round starts from what a learner's kernel holds: one explorer
-        full_collections, swept = _full_collections_in_a_sweep(name)
+        full_collections, swept = _full_collections_in_sweeps(name)
         runs: dict[str, list[tuple[float, float]]] = {}  # per setting, its (wall, CPU) of every round
         for wall, cpu, label, _ in changes:
             runs.setdefault(label, []).append((wall, cpu))
@@ -228,7 +237,7 @@ def format_timings(rows: list[dict]) -> str:
     lines = [
         f"| explorer | build s | median change s | slowest setting (median of {rounds}) | its median: s (CPU s) | "
         f"its best s | worst single change s | changes | within {BUDGET_SECONDS} s | full GC CPU s | "
-        "full GCs in a sweep |",
+        "full GCs, changes drawn in a row |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:

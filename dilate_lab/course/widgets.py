@@ -132,7 +132,8 @@ class Explorer(widgets.VBox):
         super().__init__()
         self.name = name
         self.controls = controls
-        self._cache_size = cache
+        self.cache_size = cache
+        """How many recent settings' PNGs are kept (0: every change draws)."""
         self._static_figure = static_figure
         self._pictures: OrderedDict[tuple, _CachedPicture] = OrderedDict()  # the last ``cache`` settings drawn
         self._draw = draw
@@ -221,11 +222,11 @@ class Explorer(widgets.VBox):
             if result is None:
                 arguments = self._convert(values) if self._convert else values
                 result = self._draw(**arguments)
-                if self._cache_size and self.render_png and isinstance(result, (Figure, RenderedFigure)):
+                if self.cache_size and self.render_png and isinstance(result, (Figure, RenderedFigure)):
                     figure = result.figure if isinstance(result, RenderedFigure) else result
                     png = result.png if isinstance(result, RenderedFigure) else _png(figure)
                     self._pictures[key] = _CachedPicture(png, _width(figure))
-                    if len(self._pictures) > self._cache_size:
+                    if len(self._pictures) > self.cache_size:
                         self._pictures.popitem(last=False)
                     result = RenderedFigure(figure, png)
             else:
