@@ -290,9 +290,10 @@ class ErfPicture:
         measure: str = "gradient",
     ) -> Figure:
         """The figure for these schedules (as many as the picture has panels); arguments as in ``erf_panels``."""
+        given = len(_check_schedules(schedules))
+        if given != self.count:
+            raise ValueError(f"schedules must hold {self.count} schedules (one per panel), got {given}")
         panels = erf_panels(schedules, kernel_size, size, seed, measure)
-        if len(panels.schedules) != self.count:
-            raise ValueError(f"schedules must hold {self.count} schedules (one per panel), got {len(panels.schedules)}")
         for i, (ax, image, span) in enumerate(self._panels):
             _show_erf_panel(ax, image, span, panels, i)
         if panels.measure == "gradient":
