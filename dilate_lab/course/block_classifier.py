@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from .._checks import check_positive_int
+from .small_models import check_patch_images
 
 __all__ = ["BlockClassifier"]
 
@@ -54,14 +55,7 @@ class BlockClassifier(nn.Module):
         self.head = nn.Linear(embed_dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != self.in_chans:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x must be images (B, {self.in_chans}, H, W), got {shape}")
-        if x.shape[-2] % self.patch_size or x.shape[-1] % self.patch_size:
-            raise ValueError(
-                f"image height and width must be multiples of patch_size = {self.patch_size}, "
-                f"got {tuple(x.shape[-2:])}"
-            )
+        check_patch_images(x, self.in_chans, self.patch_size)
         x = self.patch_embed(x)  # B, C, H/p, W/p
         for block in self.blocks:
             x = block(x)  # B, C, H/p, W/p

@@ -39,6 +39,7 @@ __all__ = [
     "SmallDilateFormer",
     "build_model",
     "check_arm",
+    "check_patch_images",
     "parse_arm",
     "receptive_radius",
 ]
@@ -85,6 +86,18 @@ def receptive_radius(depth: int, dilation: Sequence[int] | None, kernel_size: in
     per_block = max(dilation) * (kernel_size // 2) + (1 if position_embedding else 0)
     return depth * per_block
 
+
+
+def check_patch_images(x, in_chans: int, patch_size: int) -> None:
+    """x must be a batch of images (B, in_chans, H, W) whose sides are multiples of patch_size."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != in_chans:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be images (B, {in_chans}, H, W), got {shape}")
+    if x.shape[-2] % patch_size or x.shape[-1] % patch_size:
+        raise ValueError(
+            f"image height and width must be multiples of patch_size = {patch_size}, "
+            f"got {tuple(x.shape[-2:])}"
+        )
 
 class SmallBlock(nn.Module):
     """A DilateFormer block whose position embedding can be switched off; (B, C, H, W) in and out.
@@ -208,14 +221,7 @@ class SmallDilateFormer(nn.Module):
 
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> normalised tokens (B, H/p, W/p, C), before the mean."""
-        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != self.in_chans:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x must be images (B, {self.in_chans}, H, W), got {shape}")
-        if x.shape[-2] % self.patch_size or x.shape[-1] % self.patch_size:
-            raise ValueError(
-                f"image height and width must be multiples of patch_size = {self.patch_size}, "
-                f"got {tuple(x.shape[-2:])}"
-            )
+        check_patch_images(x, self.in_chans, self.patch_size)
         x = self.patch_embed(x)  # B, C, H/p, W/p
         for block in self.blocks:
             x = block(x)  # B, C, H/p, W/p
