@@ -56,13 +56,21 @@ def _side_by_side(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 or t.shape[-1] == 1 else t.contiguous()
 
 
+def _heads_inside_pixels(t: torch.Tensor) -> bool:
+    """Whether the kernel lays its results for t out (B, H, W, heads, d): t's heads sit inside
+    its pixels (a head's q, k or v read from a channels-last projection). A t whose channels
+    are not side by side reaches the kernel as a contiguous copy, so it does not."""
+    side_by_side = t.stride(-1) == 1 or t.shape[-1] == 1
+    return t.shape[1] > 1 and side_by_side and t.stride(1) < t.stride(3)
+
+
 def _like_layout(t: torch.Tensor) -> torch.Tensor:
     """A new tensor like t, its pixels in t's order: (B, H, W, heads, d) in memory where
-    t's heads sit inside its pixels (a head's q, k or v read from a channels-last
-    projection), else contiguous. The C++ kernel allocates out and the gradients by the
-    same rule (``empty_in_layout_of``), so MSDA's output is channels-last with no copy."""
+    ``_heads_inside_pixels(t)``, else contiguous. The C++ kernel allocates out and the
+    gradients by the same rule (``empty_in_layout_of``), so MSDA's output is channels-last
+    with no copy."""
     B, heads, H, W, d = t.shape
-    if heads > 1 and _side_by_side(t).stride(1) < _side_by_side(t).stride(3):
+    if _heads_inside_pixels(t):
         return t.new_empty((B, H, W, heads, d)).permute(0, 3, 1, 2, 4)  # B, heads, H, W, d (a view)
     return t.new_empty(t.shape)
 
@@ -70,7 +78,12 @@ def _like_layout(t: torch.Tensor) -> torch.Tensor:
 def _in_layout_of(t: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """value with t's dtype and layout (``_like_layout``); the operators' fake kernels
     promise that layout, so a half-precision result converted back gets it too."""
-    if value.dtype == t.dtype and value.stride() == _like_layout(t).stride():
+    B, heads, H, W, d = t.shape
+    if _heads_inside_pixels(t):
+        strides = (H * W * heads * d, d, W * heads * d, heads * d, 1)  # of (B, H, W, heads, d) permuted
+    else:
+        strides = (heads * H * W * d, H * W * d, W * d, d, 1)  # contiguous
+    if value.dtype == t.dtype and value.stride() == strides:
         return value
     return _like_layout(t).copy_(value)
 
